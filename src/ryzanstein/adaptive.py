@@ -1,0 +1,151 @@
+"""Policy `auto`: choose the draft length K from this machine's measured costs and the acceptance seen so far.
+
+Before each round, pick K in {0, k_min..k_max} maximising the expected tokens per second
+
+    rate(K) = E[tokens emitted | K] / (draft_cost(K) + v(K + 1)),   E = 1 + sum_j prod_{i<j} alpha_i
+
+where v(n) is the cost of one target forward over n tokens (costs.py) and alpha_i the estimated chance that
+draft i is accepted once drafts 0..i-1 were. K = 0 is a plain decoding step. When plain wins the policy keeps
+watching cheaply: a model-free draft is still proposed every round (it costs microseconds) and scored
+against what the target actually emitted ("shadow" acceptance); a model draft is probed with K = 1 at
+exponentially spaced rounds, and only if some K could win at all with every draft accepted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .costs import CostProfile, load_file, profile_for
+from .policy import DraftLengthPolicy
+
+DECAY = 0.97  # acceptance counts fade so the estimate follows the text as it changes
+PRIOR = 1.0  # pseudo-counts pulling each position toward the pooled rate
+PROBE_FIRST, PROBE_MAX = 32, 512
+
+
+class AutoK(DraftLengthPolicy):
+    name = "auto"
+
+    def __init__(self, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
+                 k_max: int = 8, min_speedup: float = 1.0) -> None:
+        self.costs, self.model_free = target_costs, model_free
+        self.draft_token_s = draft_token_s  # seconds per drafted token (refined online)
+        self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
+        self.acc = np.zeros(k_max)  # decayed accepted counts per draft position
+        self.tried = np.zeros(k_max)  # decayed counts of rounds that reached each position
+        self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
+        self.since_spec, self.probe_every = 0, PROBE_FIRST
+        self.pred_tokens = self.pred_time = 0.0  # sums of predictions over the rounds taken
+        self.last_rate = 0.0
+
+    @classmethod
+    def for_engine(cls, engine, cfg) -> "AutoK":
+        costs = engine.cost_profile()
+        return cls(costs, engine.draft_token_cost_s(), engine.proposer.is_model_free, cfg.k_min, cfg.k_max,
+                   cfg.min_speedup)
+
+    # the model ---------------------------------------------------------------------------------------------
+    def alphas(self) -> np.ndarray:
+        pooled = (self.acc.sum() + 1.0) / (self.tried.sum() + 2.0)
+        return (self.acc + PRIOR * pooled) / (self.tried + PRIOR)
+
+    def expected_tokens(self, k: int, alphas: np.ndarray | None = None) -> float:
+        a = self.alphas() if alphas is None else alphas
+        return 1.0 + float(np.cumprod(a[:k]).sum()) if k else 1.0
+
+    def round_cost(self, k: int) -> float:
+        return self.scale * self.costs.v(k + 1) + k * self.draft_token_s
+
+    def rate(self, k: int, alphas: np.ndarray | None = None) -> float:
+        return self.expected_tokens(k, alphas) / self.round_cost(k)
+
+    def best_k(self, alphas: np.ndarray | None = None) -> tuple[int, float]:
+        plain = self.rate(0, alphas)
+        best, best_rate = 0, plain
+        for k in range(self.k_min, self.k_max + 1):
+            r = self.rate(k, alphas)
+            if r > best_rate and r >= self.min_speedup * plain:
+                best, best_rate = k, r
+        return best, best_rate
+
+    def can_ever_win(self) -> bool:
+        """Would some K beat plain decoding if every draft were accepted?"""
+        return self.best_k(np.ones(self.k_max))[0] > 0
+
+    # the policy interface ----------------------------------------------------------------------------------
+    def choose(self) -> int:
+        k, rate = self.best_k()
+        if k == 0 and not self.model_free:
+            self.since_spec += 1
+            if self.since_spec >= self.probe_every and self.can_ever_win():
+                k, rate = 1, self.rate(1)
+                self.probe_every = min(2 * self.probe_every, PROBE_MAX)
+        self.last_rate = rate
+        self.pred_tokens += self.expected_tokens(k)
+        self.pred_time += self.round_cost(k)
+        return k
+
+    def shadow_k(self) -> int:
+        """How many tokens to propose (not verify) when choose() said 0: model-free drafts only."""
+        return self.k_max if self.model_free else 0
+
+    def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
+                shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
+        obs = verify_s / self.costs.v(k + 1)
+        self.scale = 0.9 * self.scale + 0.1 * min(obs, 3 * self.scale)  # a scheduler stall counts at most 3x
+        if k > 0:
+            self.since_spec = 0
+            if not self.model_free:
+                self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
+            self.draft_token_s = 0.9 * self.draft_token_s + 0.1 * (draft_s / k)
+            reached = min(num_accepted + 1, k)  # positions 0..reached-1 were tested
+            self._update(reached, num_accepted)
+        elif shadow and emitted:  # a plain step: score what the draft would have said, for free
+            self._update(1, int(shadow[0] == emitted[0]))
+
+    def _update(self, reached: int, num_accepted: int) -> None:
+        self.acc[:reached] *= DECAY
+        self.tried[:reached] *= DECAY
+        self.tried[:reached] += 1
+        self.acc[:num_accepted] += 1
+
+    def predicted_speedup(self) -> float:
+        """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
+        if not self.pred_time:
+            return 1.0
+        return (self.pred_tokens / self.pred_time) / self.rate(0, np.zeros(self.k_max))
+
+
+# `ryzanstein profile` ------------------------------------------------------------------------------------------
+def add_parser(sub) -> None:
+    from .cli import add_load_args
+
+    p = sub.add_parser("profile", help="measure (or show the cached) cost profile v(n) of a model and draft")
+    add_load_args(p)
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    p.set_defaults(func=cmd_profile)
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    from .cli import load_config
+    from .engine import Engine
+
+    engine = Engine(load_config(a))
+    prof = engine.cost_profile()
+    draft_s = engine.draft_token_cost_s() if engine.proposer else 0.0
+    if a.json:
+        print(json.dumps({"target": prof.to_json(), "draft": engine.proposer.name if engine.proposer else None,
+                          "draft_token_s": draft_s}))
+        return 0
+    print(f"target {engine.target.info.name} ({engine.target.info.backend}, {engine.target.info.threads} threads), "
+          f"profile from {prof.source}")
+    print("  n   v(n) ms   v(n)/v(1)")
+    for n in range(1, len(prof.v_s) + 1):
+        print(f"{n:>3} {prof.v(n) * 1000:>9.2f} {prof.ratio(n):>10.2f}")
+    if engine.proposer:
+        print(f"draft {engine.proposer.name}: {draft_s * 1000:.3f} ms per drafted token "
+              f"({draft_s / prof.v(1):.3f} of a target step)")
+    return 0

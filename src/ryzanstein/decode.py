@@ -1,0 +1,92 @@
+"""The decoding loop: prefill, then rounds of draft -> one verifying target forward -> accept -> roll back.
+
+Plain decoding is the same loop with K = 0: the target forwards [last token] alone and the "bonus" token is
+simply the next token. The target's KV cache always holds every emitted token but the last one.
+"""
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import Iterator
+
+import numpy as np
+
+from .config import GenerationConfig
+from .errors import RyzansteinError
+from .models.base import Model
+from .policy import DraftLengthPolicy
+from .proposers import EMPTY, Proposer
+from .sampling import pick, probs_from_logits
+from .stats import GenerationStats
+from .verify import accept_greedy, accept_sampling
+
+log = logging.getLogger("ryzanstein")
+
+
+def reuse_prefix(model: Model, prompt: list[int]) -> int:
+    """Keep the cached positions shared with `prompt` (at most all but its last token); return how many."""
+    cached, n = model.tokens, 0
+    limit = min(len(cached), len(prompt) - 1)
+    while n < limit and cached[n] == prompt[n]:
+        n += 1
+    model.truncate(n)
+    return n
+
+
+def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.random.Generator,
+           stats: GenerationStats, proposer: Proposer | None = None,
+           policy: DraftLengthPolicy | None = None) -> Iterator[list[int]]:
+    """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end."""
+    stop_ids = target.tokenizer.special.stop_ids
+    t0 = perf_counter()
+    stats.prompt_tokens = len(prompt)
+    stats.cached_prompt_tokens = reuse_prefix(target, prompt)
+    logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
+    token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, rng)
+    stats.prefill_s = stats.ttft_s = perf_counter() - t0
+    context = list(prompt) + [token]
+    emitted = 1
+    stats.num_tokens = 1
+    yield [token]
+    t_decode = perf_counter()
+    while token not in stop_ids and emitted < cfg.max_new_tokens and target.pos < target.n_ctx:
+        t0 = perf_counter()
+        # a round writes [token + k drafts] to the cache and emits at most k + 1 tokens
+        cap = min(cfg.max_new_tokens - emitted - 1, target.n_ctx - target.pos - 1)
+        k = min(policy.choose(), cap) if proposer and policy else 0
+        want = k or (min(policy.shadow_k(), cap) if proposer and policy else 0)
+        draft = shadow = EMPTY
+        if want > 0:
+            try:
+                draft = proposer.propose(context, want)
+            except Exception as e:  # a failing draft must never cost the user their generation
+                if cfg.fallback == "error":
+                    raise RyzansteinError(f"draft {proposer.name} failed: {type(e).__name__}: {e}") from e
+                stats.fallback = f"draft {proposer.name} failed at output token {emitted}: {type(e).__name__}: {e}"
+                log.warning("%s; continuing with plain decoding", stats.fallback)
+                proposer, draft = None, EMPTY
+            if k == 0:  # proposed only to be scored against what the target emits
+                draft, shadow = EMPTY, draft
+        t1 = perf_counter()
+        base = target.pos
+        logits = target.forward([token] + draft.tokens)  # (K+1, V): the one verification forward
+        if cfg.greedy:
+            n_acc, token = accept_greedy(draft.tokens, logits.argmax(axis=-1))
+        else:
+            p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
+            n_acc, token = accept_sampling(draft.tokens, draft.probs, p, rng)
+        target.truncate(base + 1 + n_acc)  # drop the rejected drafts' KV rows
+        t2 = perf_counter()
+        out = draft.tokens[:n_acc] + [token]
+        for i, t in enumerate(out):  # EOS inside the accepted prefix ends the output there
+            if t in stop_ids:
+                out, token = out[:i + 1], t
+                break
+        context.extend(out)
+        emitted += len(out)
+        stats.num_tokens = emitted
+        stats.observe_round(len(draft.tokens), n_acc, len(out), t1 - t0, t2 - t1, perf_counter() - t0)
+        if policy is not None:
+            policy.observe(len(draft.tokens), n_acc, t1 - t0, t2 - t1, shadow.tokens, out)
+        stats.decode_s = perf_counter() - t_decode
+        yield out

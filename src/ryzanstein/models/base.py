@@ -1,0 +1,140 @@
+"""The one small interface every backend implements.
+
+The decoding loop only ever talks to `Model` and `Tokenizer`: it never learns which backend runs the forward.
+A model's KV cache holds `tokens` (one entry per cached position); `forward` appends to it, `truncate` rolls
+it back. Rolling back then re-forwarding must give the same logits as never having gone forward.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    bos_id: int | None
+    eos_id: int | None
+    stop_ids: frozenset[int]  # every end-of-generation id (EOS, EOT, <|im_end|>, ...)
+
+
+class Tokenizer(ABC):
+    """Text <-> token ids with the model's own vocabulary."""
+
+    special: SpecialTokens
+    chat_template: str | None
+    bos_text: str  # textual forms, for chat templates
+    eos_text: str
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`; special-token texts in `text` map to their ids."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`; a partial UTF-8 sequence at the end decodes to U+FFFD."""
+
+    @abstractmethod
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary entry of one id, as stored (for compatibility checks)."""
+
+
+@dataclass
+class MemoryUse:
+    weights_bytes: int
+    kv_cache_bytes: int  # allocated for n_ctx positions
+    kv_bytes_per_token: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes
+
+
+@dataclass
+class ModelInfo:
+    name: str  # what the user asked for (known name or path)
+    path: str  # file or folder that was loaded
+    backend: str  # "llama.cpp" | "torch"
+    arch: str
+    n_layers: int
+    n_ctx: int
+    n_ctx_train: int
+    threads: int
+    dtype: str  # "q4_k_m", "float32", "bfloat16", ...
+    device: str = "cpu"
+    extra: dict = field(default_factory=dict)
+
+
+class Model(ABC):
+    """A causal LM with a KV cache for a single sequence."""
+
+    info: ModelInfo
+    tokenizer: Tokenizer
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []  # ids whose keys/values are in the cache, position i = tokens[i]
+
+    @property
+    def pos(self) -> int:
+        """Number of cached positions (the position the next token will take)."""
+        return len(self.tokens)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.info.n_ctx
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Width of a logits row (may exceed the tokenizer's vocabulary: padded embeddings)."""
+
+    @abstractmethod
+    def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
+        """Backend forward over new tokens at positions pos..pos+n-1; returns (n or 1, vocab) float32 logits."""
+
+    @abstractmethod
+    def _truncate(self, pos: int) -> None:
+        """Drop cached positions >= pos."""
+
+    @abstractmethod
+    def memory(self) -> MemoryUse: ...
+
+    def forward(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
+        """Run the new `tokens` through the model in one call; logits for each (or just the last) of them.
+
+        Returns float32 (n, vocab), or (1, vocab) with last_only. The array may be a view into backend memory
+        that is valid only until the next call: copy it to keep it.
+        """
+        n = len(tokens)
+        if n == 0:
+            raise ValueError("forward needs at least one token")
+        if self.pos + n > self.n_ctx:
+            from ..errors import ContextOverflow
+
+            raise ContextOverflow(
+                f"context full: {self.pos} cached + {n} new tokens > context size {self.n_ctx}; "
+                "use a shorter prompt or a larger --ctx-size"
+            )
+        logits = self._forward(tokens, last_only)
+        self.tokens.extend(int(t) for t in tokens)
+        return logits
+
+    def truncate(self, pos: int) -> None:
+        """Roll the KV cache back so that it holds exactly the first `pos` tokens."""
+        if not 0 <= pos <= self.pos:
+            raise ValueError(f"truncate to {pos} outside 0..{self.pos}")
+        if pos < self.pos:
+            self._truncate(pos)
+            del self.tokens[pos:]
+
+    def reset(self) -> None:
+        self.truncate(0)
+
+    def close(self) -> None:
+        """Free backend resources (optional)."""

