@@ -51,6 +51,7 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true", help="do not stop at EOS: generate exactly --max-new-tokens")
     g.add_argument("--k", type=_k, default=None, help="draft length: an integer, or auto (default)")
     g.add_argument("--k-min", type=int, default=0)
     g.add_argument("--k-max", type=int, default=8)
@@ -69,7 +70,7 @@ def load_config(a: argparse.Namespace) -> LoadConfig:
 
 def generation_config(a: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                            seed=a.seed, stop=tuple(a.stop), k=a.k, k_min=a.k_min, k_max=a.k_max, policy=a.policy,
+                            seed=a.seed, stop=tuple(a.stop), ignore_eos=a.ignore_eos, k=a.k, k_min=a.k_min, k_max=a.k_max, policy=a.policy,
                             p_min=a.p_min, fallback=a.fallback, min_speedup=a.min_speedup)
 
 

@@ -40,7 +40,8 @@ class GenerationConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     seed: int | None = None  # None = a fresh random seed
-    stop: tuple[str, ...] = ()  # stop strings (EOS and the model's stop ids always stop)
+    stop: tuple[str, ...] = ()  # stop strings (EOS and the model's stop ids stop too, unless ignore_eos)
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
     k: int | None = None  # draft length; None = the policy's choice ("auto")
     k_min: int = 0
     k_max: int = 8

