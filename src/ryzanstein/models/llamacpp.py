@@ -111,6 +111,10 @@ class LlamaCppModel(Model):
         path = Path(path)
         mparams = L.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        # Read the weights into process memory instead of mmap-ing the file: page-cache pages of a mapped
+        # model can be reclaimed under memory pressure (this machine runs proactive reclaim), and then every
+        # token re-reads them from disk (seen: 2.7 s/token instead of 25 ms). Anonymous memory stays put.
+        mparams.load_mode = L.LLAMA_LOAD_MODE_NONE
         self._model = L.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise RyzansteinError(f"llama.cpp could not load {path}: the file is corrupt or its architecture is unsupported")

@@ -1,0 +1,96 @@
+"""A `Tokenizer` over a Hugging Face style folder, using the fast `tokenizers` library.
+
+Reads tokenizer.json, and the special ids from the folder's own files: tokenizer_config.json (token texts),
+generation_config.json and config.json (ids; an eos_token_id may be a list). Every EOS-like id any of them
+names is a stop id; the first one found, in that order, is `eos_id`.
+We do not import transformers here: it costs seconds at startup and adds nothing at run time.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import tokenizers
+
+from ..errors import ModelNotFound
+from .base import SpecialTokens, Tokenizer
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _as_list(value) -> list[int]:
+    """An id field as a list: absent -> [], int -> [int], list -> list."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+
+class HFTokenizer(Tokenizer):
+    """Text <-> ids for a folder holding tokenizer.json (+ tokenizer_config.json, generation_config.json)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise ModelNotFound(f"no tokenizer.json in {folder}; expected a Hugging Face style model folder")
+        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        tok_cfg = _read_json(folder / "tokenizer_config.json")
+        gen_cfg = _read_json(folder / "generation_config.json")
+        model_cfg = _read_json(folder / "config.json")
+
+        bos = [self._id_of(tok_cfg.get("bos_token")), *_as_list(gen_cfg.get("bos_token_id")),
+               *_as_list(model_cfg.get("bos_token_id"))]
+        eos = [self._id_of(tok_cfg.get("eos_token")), *_as_list(gen_cfg.get("eos_token_id")),
+               *_as_list(model_cfg.get("eos_token_id"))]
+        bos = [i for i in bos if i is not None and 0 <= i < self.vocab_size]
+        eos = [i for i in eos if i is not None and 0 <= i < self.vocab_size]
+        self.special = SpecialTokens(bos_id=bos[0] if bos else None, eos_id=eos[0] if eos else None,
+                                     stop_ids=frozenset(eos))
+        self.bos_text = self._tok.id_to_token(bos[0]) if bos else ""
+        self.eos_text = self._tok.id_to_token(eos[0]) if eos else ""
+        # Some tokenizers (sentencepiece Llama) ask for BOS in the config rather than in tokenizer.json's
+        # post-processor; honour it so add_special means the same thing for every folder.
+        self._add_bos = bool(tok_cfg.get("add_bos_token", False))
+        self.chat_template = self._chat_template(folder, tok_cfg)
+
+    def _id_of(self, token) -> int | None:
+        """Id of a special token given as text or as an AddedToken dict ({"content": ...})."""
+        if isinstance(token, dict):
+            token = token.get("content")
+        return self._tok.token_to_id(token) if isinstance(token, str) else None
+
+    @staticmethod
+    def _chat_template(folder: Path, tok_cfg: dict) -> str | None:
+        template = tok_cfg.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template}
+            template = named.get("default")
+        if template is None and (folder / "chat_template.jinja").is_file():
+            template = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        return template
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, add_special: bool = False) -> list[int]:
+        """Token ids of `text`; special-token texts in `text` map to their ids."""
+        ids = self._tok.encode(text, add_special_tokens=add_special).ids
+        bos = self.special.bos_id
+        if add_special and self._add_bos and bos is not None and ids[:1] != [bos]:
+            ids = [bos, *ids]
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`; byte-level decoding turns a partial UTF-8 tail into U+FFFD."""
+        return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_text(self, token_id: int) -> str:
+        """The vocabulary entry of one id, as stored (byte-level BPE: 'Ġthe' for ' the')."""
+        text = self._tok.id_to_token(int(token_id))
+        if text is None:
+            raise ValueError(f"token id {token_id} outside the vocabulary (size {self.vocab_size})")
+        return text
