@@ -8,7 +8,8 @@ where v(n) is the cost of one target forward over n tokens (costs.py) and alpha_
 draft i is accepted once drafts 0..i-1 were. K = 0 is a plain decoding step. When plain wins the policy keeps
 watching cheaply: a model-free draft is still proposed every round (it costs microseconds) and scored
 against what the target actually emitted ("shadow" acceptance); a model draft is probed with K = 1 at
-exponentially spaced rounds, and only if some K could win at all with every draft accepted.
+exponentially spaced rounds, and only if some K would win were the draft good (90% accepted): a probe costs
+a verify of 2 tokens plus the draft catching up with the context, so a draft that cannot pay is never probed.
 """
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import numpy as np
 from .costs import CostProfile, load_file, profile_for
 from .policy import DraftLengthPolicy
 
-DECAY = 0.97  # acceptance counts fade so the estimate follows the text as it changes
+DECAY = 0.97  # per round: acceptance evidence older than ~30 rounds fades, so estimates follow the text
 PRIOR = 1.0  # pseudo-counts pulling each position toward the pooled rate
 PROBE_FIRST, PROBE_MAX = 32, 512
+ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
 
 
 class AutoK(DraftLengthPolicy):
@@ -34,12 +36,13 @@ class AutoK(DraftLengthPolicy):
         self.costs, self.model_free = target_costs, model_free
         self.draft_token_s = draft_token_s  # seconds per drafted token (refined online)
         self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
+        self._v = np.array([target_costs.v(n) for n in range(1, k_max + 2)])  # v(K+1) for K = 0..k_max
+        self._k = np.arange(k_max + 1)
         self.acc = np.zeros(k_max)  # decayed accepted counts per draft position
         self.tried = np.zeros(k_max)  # decayed counts of rounds that reached each position
         self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
         self.since_spec, self.probe_every = 0, PROBE_FIRST
         self.pred_tokens = self.pred_time = 0.0  # sums of predictions over the rounds taken
-        self.last_rate = 0.0
 
     @classmethod
     def for_engine(cls, engine, cfg) -> "AutoK":
@@ -52,40 +55,36 @@ class AutoK(DraftLengthPolicy):
         pooled = (self.acc.sum() + 1.0) / (self.tried.sum() + 2.0)
         return (self.acc + PRIOR * pooled) / (self.tried + PRIOR)
 
-    def expected_tokens(self, k: int, alphas: np.ndarray | None = None) -> float:
+    def expected_tokens(self, alphas: np.ndarray | None = None) -> np.ndarray:
+        """E[tokens emitted | K] for K = 0..k_max."""
         a = self.alphas() if alphas is None else alphas
-        return 1.0 + float(np.cumprod(a[:k]).sum()) if k else 1.0
+        return 1.0 + np.concatenate(([0.0], np.cumsum(np.cumprod(a))))
 
-    def round_cost(self, k: int) -> float:
-        return self.scale * self.costs.v(k + 1) + k * self.draft_token_s
+    def round_cost(self) -> np.ndarray:
+        """Predicted seconds of a round for K = 0..k_max."""
+        return self.scale * self._v + self._k * self.draft_token_s
 
-    def rate(self, k: int, alphas: np.ndarray | None = None) -> float:
-        return self.expected_tokens(k, alphas) / self.round_cost(k)
+    def rates(self, alphas: np.ndarray | None = None) -> np.ndarray:
+        return self.expected_tokens(alphas) / self.round_cost()
 
-    def best_k(self, alphas: np.ndarray | None = None) -> tuple[int, float]:
-        plain = self.rate(0, alphas)
-        best, best_rate = 0, plain
-        for k in range(self.k_min, self.k_max + 1):
-            r = self.rate(k, alphas)
-            if r > best_rate and r >= self.min_speedup * plain:
-                best, best_rate = k, r
-        return best, best_rate
+    def best_k(self, alphas: np.ndarray | None = None) -> int:
+        r = self.rates(alphas)
+        r[1:self.k_min] = 0.0
+        k = int(np.argmax(r))
+        return k if k and r[k] >= self.min_speedup * r[0] else 0
 
     def can_ever_win(self) -> bool:
-        """Would some K beat plain decoding if every draft were accepted?"""
-        return self.best_k(np.ones(self.k_max))[0] > 0
+        """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
+        return self.best_k(np.full(self.k_max, ALPHA_GOOD)) > 0
 
     # the policy interface ----------------------------------------------------------------------------------
     def choose(self) -> int:
-        k, rate = self.best_k()
+        k = self.best_k()
         if k == 0 and not self.model_free:
             self.since_spec += 1
             if self.since_spec >= self.probe_every and self.can_ever_win():
-                k, rate = 1, self.rate(1)
+                k = 1  # a cheap probe: has the draft become good?
                 self.probe_every = min(2 * self.probe_every, PROBE_MAX)
-        self.last_rate = rate
-        self.pred_tokens += self.expected_tokens(k)
-        self.pred_time += self.round_cost(k)
         return k
 
     def shadow_k(self) -> int:
@@ -94,21 +93,24 @@ class AutoK(DraftLengthPolicy):
 
     def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
                 shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
-        obs = verify_s / self.costs.v(k + 1)
+        e, c = self.expected_tokens()[k], self.round_cost()[k]  # what was predicted for the round taken
+        self.pred_tokens += e
+        self.pred_time += c
+        self.acc *= DECAY  # forget by rounds, not by observations: stale evidence fades even while plain
+        self.tried *= DECAY
+        obs = verify_s / self._v[k] if k <= self.k_max else 1.0
         self.scale = 0.9 * self.scale + 0.1 * min(obs, 3 * self.scale)  # a scheduler stall counts at most 3x
         if k > 0:
             self.since_spec = 0
             if not self.model_free:
                 self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
-            self.draft_token_s = 0.9 * self.draft_token_s + 0.1 * (draft_s / k)
+            self.draft_token_s = 0.9 * self.draft_token_s + 0.1 * min(draft_s / k, 3 * self.draft_token_s)
             reached = min(num_accepted + 1, k)  # positions 0..reached-1 were tested
             self._update(reached, num_accepted)
         elif shadow and emitted:  # a plain step: score what the draft would have said, for free
             self._update(1, int(shadow[0] == emitted[0]))
 
     def _update(self, reached: int, num_accepted: int) -> None:
-        self.acc[:reached] *= DECAY
-        self.tried[:reached] *= DECAY
         self.tried[:reached] += 1
         self.acc[:num_accepted] += 1
 
@@ -116,7 +118,7 @@ class AutoK(DraftLengthPolicy):
         """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
         if not self.pred_time:
             return 1.0
-        return (self.pred_tokens / self.pred_time) / self.rate(0, np.zeros(self.k_max))
+        return (self.pred_tokens / self.pred_time) * self.scale * self._v[0]
 
 
 # `ryzanstein profile` ------------------------------------------------------------------------------------------

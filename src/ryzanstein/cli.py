@@ -113,15 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_args(g)
     g.set_defaults(func=cmd_generate)
 
-    from .cli_models import add_models_parser
+    from . import adaptive, bench, cli_models, server
 
-    add_models_parser(sub)
-    for name, module in (("profile", "adaptive"), ("bench", "bench"), ("serve", "server")):
-        try:
-            mod = __import__(f"ryzanstein.{module}", fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+    cli_models.add_models_parser(sub)
+    adaptive.add_parser(sub)  # profile
+    bench.add_parser(sub)
+    server.add_parser(sub)  # serve
     return p
 
 

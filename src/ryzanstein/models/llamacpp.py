@@ -140,6 +140,7 @@ class LlamaCppModel(Model):
             self._batch.seq_id[i][0] = _SEQ
         vocab = L.llama_model_get_vocab(self._model)
         self.tokenizer = LlamaCppTokenizer(L, self._model, vocab)
+        self.tokenizer._owner = self  # the vocab lives in the model: keep it alive while the tokenizer is
         self._n_vocab = self.tokenizer.vocab_size
         arch = self._meta("general.architecture") or "?"
         n_layer = L.llama_model_n_layer(self._model)
