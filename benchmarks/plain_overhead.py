@@ -90,6 +90,7 @@ def main() -> int:
     }
     print(json.dumps(result, indent=1))
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(result, indent=1))
     return 0
 

@@ -41,8 +41,11 @@ class AutoK(DraftLengthPolicy):
         self.acc = np.zeros(k_max)  # decayed accepted counts per draft position
         self.tried = np.zeros(k_max)  # decayed counts of rounds that reached each position
         self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
+        self.overhead_s = 0.0  # per round, outside draft and verify: bookkeeping, detokenizing, the caller
+        self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
-        self.pred_tokens = self.pred_time = 0.0  # sums of predictions over the rounds taken
+        self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
+        self.rounds = 0
 
     @classmethod
     def for_engine(cls, engine, cfg) -> "AutoK":
@@ -62,7 +65,7 @@ class AutoK(DraftLengthPolicy):
 
     def round_cost(self) -> np.ndarray:
         """Predicted seconds of a round for K = 0..k_max."""
-        return self.scale * self._v + self._k * self.draft_token_s
+        return self.scale * self._v + self._k * self.draft_token_s + self.overhead_s
 
     def rates(self, alphas: np.ndarray | None = None) -> np.ndarray:
         return self.expected_tokens(alphas) / self.round_cost()
@@ -93,9 +96,12 @@ class AutoK(DraftLengthPolicy):
 
     def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
                 shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
-        e, c = self.expected_tokens()[k], self.round_cost()[k]  # what was predicted for the round taken
-        self.pred_tokens += e
-        self.pred_time += c
+        cost = self.round_cost()  # what was predicted for the round taken, and for a plain step instead
+        self.pred_tokens += self.expected_tokens()[k]
+        self.pred_time += cost[k]
+        self.pred_plain_time += cost[0]
+        self.rounds += 1
+        self._last_fwd_s = draft_s + verify_s
         self.acc *= DECAY  # forget by rounds, not by observations: stale evidence fades even while plain
         self.tried *= DECAY
         obs = verify_s / self._v[k] if k <= self.k_max else 1.0
@@ -110,6 +116,11 @@ class AutoK(DraftLengthPolicy):
         elif shadow and emitted:  # a plain step: score what the draft would have said, for free
             self._update(1, int(shadow[0] == emitted[0]))
 
+    def observe_wall(self, wall_s: float) -> None:
+        """The last round's wall time, start to next start (so the caller's time per round counts too)."""
+        extra = max(wall_s - self._last_fwd_s, 0.0)
+        self.overhead_s = 0.9 * self.overhead_s + 0.1 * min(extra, 3 * self.overhead_s + 1e-3)
+
     def _update(self, reached: int, num_accepted: int) -> None:
         self.tried[:reached] += 1
         self.acc[:num_accepted] += 1
@@ -118,7 +129,7 @@ class AutoK(DraftLengthPolicy):
         """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
         if not self.pred_time:
             return 1.0
-        return (self.pred_tokens / self.pred_time) * self.scale * self._v[0]
+        return (self.pred_tokens / self.pred_time) / (self.rounds / self.pred_plain_time)
 
 
 # `ryzanstein profile` ------------------------------------------------------------------------------------------

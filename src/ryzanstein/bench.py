@@ -35,7 +35,7 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   avx512_vnni, ...: bool}, ram_bytes, platform, versions {python, ryzanstein, numpy, torch, llama-cpp-python,
   transformers, matplotlib}
 - run: command (a command line reproducing the run), argv, date (ISO 8601), wall_s, model, backend, threads,
-  n_ctx, drafts, ks, temperatures, max_new_tokens, seed, ignore_eos, prompts_file, categories, per_category,
+  n_ctx, drafts, ks, temperatures, max_new_tokens, seed, reps, ignore_eos, prompts_file, categories, per_category,
   quick, long, n_prompts, n_runs
 - models: target {name, path, backend, dtype, n_layers, n_ctx, threads, sha256 (the store's; null when
   unknown)}; drafts {draft: {...same..., or {kind: "ngram"}}}
@@ -205,7 +205,7 @@ def model_info(m) -> dict:
 
 def command_line(a: argparse.Namespace) -> str:
     parts = ["ryzanstein", "bench", "--model", a.model, "--drafts", a.drafts, "--ks", a.ks,
-             "--temperatures", a.temperatures, "--max-new-tokens", str(a.max_new_tokens), "--seed", str(a.seed)]
+             "--temperatures", a.temperatures, "--max-new-tokens", str(a.max_new_tokens), "--seed", str(a.seed), "--reps", str(a.reps)]
     for flag, v in (("--prompts", a.prompts), ("--categories", a.categories), ("--per-category", a.per_category),
                     ("--threads", a.threads), ("--backend", a.backend), ("--ctx-size", a.ctx_size)):
         if v is not None:
@@ -307,14 +307,17 @@ def run_bench(a: argparse.Namespace) -> dict:
     memory["rss_after_warmup_bytes"] = current_rss()
 
     runs: list[dict] = []
-    progress = Progress(len(prompts) * len(configs))
+    progress = Progress(len(prompts) * len(configs) * a.reps)
     for i, p in enumerate(prompts):
         seed = a.seed + i
-        block = []
-        for c in configs[i % len(configs):] + configs[:i % len(configs)]:  # rotated: no fixed position
-            res = generate(c, p["id"], seed)
-            block.append(run_record(p, c, seed, res))
-            progress.step(f"{p['id']} {c['config']} t={c['temperature']:g}")
+        reps: dict[str, list] = {}
+        for rep in range(a.reps):
+            order = configs[(i + rep) % len(configs):] + configs[:(i + rep) % len(configs)]  # rotated
+            for c in order:
+                res = generate(c, p["id"], seed)
+                reps.setdefault(f"{c['config']}@{c['temperature']}", []).append((c, run_record(p, c, seed, res)))
+                progress.step(f"{p['id']} {c['config']} t={c['temperature']:g}")
+        block = [median_run(rs) for rs in reps.values()]
         mark_identical(block)
         for r in block:  # is each divergence a near-tie of the target, as batched-vs-one-token kernels cause?
             if r["first_divergence"] is not None:
@@ -332,7 +335,7 @@ def run_bench(a: argparse.Namespace) -> dict:
                 "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "wall_s": 0.0, "model": a.model, "backend": target.info.backend, "threads": target.info.threads,
                 "n_ctx": target.n_ctx, "drafts": drafts, "ks": ks, "temperatures": temps,
-                "max_new_tokens": a.max_new_tokens, "seed": a.seed, "ignore_eos": a.ignore_eos,
+                "max_new_tokens": a.max_new_tokens, "seed": a.seed, "reps": a.reps, "ignore_eos": a.ignore_eos,
                 "prompts_file": a.prompts or ("long_prompts.jsonl" if a.long else "prompts.jsonl"),
                 "categories": cats, "per_category": a.per_category, "quick": a.quick, "long": a.long,
                 "n_prompts": len(prompts), "n_runs": len(runs)},
@@ -360,6 +363,14 @@ def run_record(p: dict, c: dict, seed: int, res) -> dict:
             "num_tokens": res.num_tokens, "finish_reason": res.finish_reason, "tokens": res.tokens,
             "text": res.text, "identical_to_plain": None, "first_divergence": None, "rss_bytes": current_rss(),
             "token_latencies_s": [round(x, 7) for x in s.token_latencies_s], "stats": s.to_dict()}
+
+
+def median_run(reps: list[tuple[dict, dict]]) -> dict:
+    """Of a configuration's repeats on one prompt, the run with the median tokens/s (all rates kept)."""
+    runs = sorted((r for _, r in reps), key=lambda r: r["stats"]["tokens_per_s"])
+    best = runs[(len(runs) - 1) // 2]
+    best["reps_tokens_per_s"] = [r["stats"]["tokens_per_s"] for _, r in reps]
+    return best
 
 
 def mark_identical(block: list[dict]) -> None:
@@ -399,6 +410,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", "-n", type=int, default=128)
     p.add_argument("--ignore-eos", action="store_true", help="always generate --max-new-tokens tokens")
     p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i in every configuration (default: 0)")
+    p.add_argument("--reps", type=int, default=1, help="run every (prompt, configuration) N times, interleaved, "
+                   "and keep the median-speed run: less noise on a busy machine (default: 1)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--backend", choices=("llama.cpp", "torch"), default=None)
     p.add_argument("--ctx-size", type=int, default=None, help="default: large enough for the longest prompt")
@@ -420,6 +433,10 @@ def add_parser(sub) -> None:
 def cmd_bench(a: argparse.Namespace) -> int:
     from .bench_report import headline, render, summarize
 
+    if a.reps < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"invalid --reps {a.reps}: must be an integer >= 1")
     if a.quick:
         a.per_category = a.per_category or QUICK["per_category"]
         a.max_new_tokens = QUICK["max_new_tokens"] if a.max_new_tokens == 128 else a.max_new_tokens

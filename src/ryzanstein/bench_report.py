@@ -158,9 +158,32 @@ def details(summary: dict) -> str:
                      f"{_ms(g['latency_p50_s'])} / {_ms(g['latency_p95_s'])} / {_ms(g['latency_p99_s'])}",
                      f"{_pct(g['identical_rate'])} of {g['n_identical_checked']}" if g["n_identical_checked"] else "-",
                      _x(g["k_mean"], "{:.2f}") if c["k"] == "auto" else "-",
-                     f"{_x(g['predicted_speedup'])} (measured {_x(g['speedup_geomean'])})" if c["k"] == "auto" else "-",
+                     f"{_x(g['predicted_speedup'])} (decode measured {_x(g['decode_speedup_geomean'])})" if c["k"] == "auto" else "-",
                      str(g["fallbacks"])])
     return _table(head, rows)
+
+
+def auto_vs_fixed(summary: dict) -> str:
+    """Per category and temperature, for each draft: auto against plain and against the best fixed K, and
+    auto's own predicted decode speedup next to the measured one (the adaptive-K issue's three bars)."""
+    rows = []
+    for auto in (c for c in summary["configs"] if c["k"] == "auto"):
+        fixed = [c for c in summary["configs"] if c["draft"] == auto["draft"] and isinstance(c["k"], int)
+                 and c["temperature"] == auto["temperature"]]
+        for cat, g in list(auto["by_category"].items()) + [("overall", auto["overall"])]:
+            fx = [(c["by_category"].get(cat) if cat != "overall" else c["overall"], c["k"]) for c in fixed]
+            fx = [(f["speedup_geomean"], k) for f, k in fx if f and f.get("speedup_geomean")]
+            best, best_k = max(fx) if fx else (None, None)
+            gain = (g["speedup_geomean"] - 1) / (best - 1) if best and best > 1 else None
+            pred, dec = g.get("predicted_speedup"), g.get("decode_speedup_geomean")
+            err = abs(pred / dec - 1) if pred and dec else None
+            rows.append([auto["config"], f"{auto['temperature']:g}", cat, _x(g["speedup_geomean"]),
+                         f"{_x(best)} (K={best_k})" if best else "-", _pct(gain) if gain is not None else "-",
+                         _x(pred), _x(dec), _pct(err) if err is not None else "-"])
+    if not rows:
+        return ""
+    return _table(["auto", "T", "category", "auto vs plain", "best fixed K vs plain", "share of best gain",
+                   "predicted decode speedup", "measured decode speedup", "prediction error"], rows)
 
 
 def acceptance_tables(summary: dict) -> str:
@@ -274,6 +297,7 @@ def render(results: dict, out: Path, plots: bool = True) -> str:
         "temperature (tokens/s counts emitted tokens over prefill + decode time); every run starts from an empty "
         "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = the adaptive policy.", "",
         "## All configurations", "", details(summary), "",
+        "## Policy auto against plain and the best fixed K", "", auto_vs_fixed(summary) or "no auto runs", "",
         "## Acceptance", "", acceptance_tables(summary), "",
         "## Memory", "", memory_section(results), "",
     ]

@@ -53,6 +53,7 @@ class CostProfile:
     v_s: list[float]
     key: dict = field(default_factory=dict)
     source: str = "measured"  # measured | cache | file:<path>
+    draft_ratio: float | None = None  # a file may say what a drafted token costs there, as a fraction of v(1)
 
     def v(self, n: int) -> float:
         """Seconds of one forward over n tokens (linear extrapolation past N_MAX)."""
@@ -131,7 +132,8 @@ def load_file(path: str | Path) -> CostProfile:
         raise RyzansteinError(f"cannot read cost profile {path}: {e}; make one with `ryzanstein profile`") from e
     if len(v) < 2 or any(x <= 0 for x in v):
         raise RyzansteinError(f"cost profile {path} needs v_s: at least 2 positive timings")
-    return CostProfile(v, d.get("key", {}), source=f"file:{path}")
+    ratio = d.get("draft_ratio")
+    return CostProfile(v, d.get("key", {}), source=f"file:{path}", draft_ratio=float(ratio) if ratio is not None else None)
 
 
 def profile_for(model: Model, out=sys.stderr) -> CostProfile:

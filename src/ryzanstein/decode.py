@@ -49,7 +49,10 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     stats.num_tokens = 1
     yield [token]
     t_decode = perf_counter()
+    t0 = None
     while token not in stop_ids and emitted < cfg.max_new_tokens and target.pos < target.n_ctx:
+        if policy is not None and t0 is not None:
+            policy.observe_wall(perf_counter() - t0)  # the last round, the caller's work on its output included
         t0 = perf_counter()
         # a round writes [token + k drafts] to the cache and emits at most k + 1 tokens
         cap = min(cfg.max_new_tokens - emitted - 1, target.n_ctx - target.pos - 1)

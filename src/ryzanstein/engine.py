@@ -115,11 +115,14 @@ class Engine:
         if getattr(self, "_draft_cost", None) is None:
             from .costs import profile_for
 
-            if isinstance(self.proposer, ModelProposer):
+            costs = self.cost_profile()
+            if isinstance(self.proposer, ModelProposer) and costs.draft_ratio is not None:
+                self._draft_cost = costs.draft_ratio * costs.v(1)  # the profile's own machine
+            elif isinstance(self.proposer, ModelProposer):
                 own = profile_for(self.proposer.model).v(1)
                 # with a foreign target profile, keep the draft/target ratio measured here
-                mine = self.cost_profile() if not self.config.cost_profile else profile_for(self.target)
-                self._draft_cost = own * self.cost_profile().v(1) / mine.v(1)
+                mine = profile_for(self.target) if self.config.cost_profile else costs
+                self._draft_cost = own * costs.v(1) / mine.v(1)
             else:
                 self._draft_cost = 2e-5  # a prompt-lookup search; refined online
         return self._draft_cost

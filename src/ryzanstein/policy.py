@@ -19,6 +19,9 @@ class DraftLengthPolicy:
                 shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
         """After a round: k drafts verified, num_accepted kept; `shadow` = an unverified draft, if any."""
 
+    def observe_wall(self, wall_s: float) -> None:
+        """The previous round's wall time, from its start to the next round's start."""
+
 
 class FixedK(DraftLengthPolicy):
     """Always draft k tokens (k = 0 is plain decoding)."""
