@@ -2,7 +2,8 @@
 
 A profile belongs to (model file, backend, threads, dtype, device, CPU): any change invalidates it. It is
 measured once in a few seconds (a progress line on stderr), kept as readable JSON under
-`store.home()/profiles/`, written atomically, and refined online from the timings of real rounds.
+`store.home()/profiles/`, written atomically. Policy auto refines the level online from the timings of real
+rounds (adaptive.py), keeping the measured shape v(n)/v(1).
 """
 from __future__ import annotations
 
@@ -65,18 +66,12 @@ class CostProfile:
     def ratio(self, n: int) -> float:
         return self.v(n) / self.v_s[0]
 
-    def refine(self, n: int, seconds: float, weight: float = 0.1) -> None:
-        """Fold one observed forward time into v(n); a stall (> 3x the estimate) counts only as 3x."""
-        if 1 <= n <= len(self.v_s):
-            cur = self.v_s[n - 1]
-            self.v_s[n - 1] = (1 - weight) * cur + weight * min(seconds, 3 * cur)
-
     def to_json(self) -> dict:
         return {"version": PROFILE_VERSION, "key": self.key, "v_s": self.v_s,
                 "v_ratio": [round(x / self.v_s[0], 4) for x in self.v_s], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def measure(model: Model, context: int = 128, reps: int = 3, out=sys.stderr) -> CostProfile:
+def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False) -> CostProfile:
     """Median time of a forward over n = 1..N_MAX tokens after a `context`-token prefill; cache left empty."""
     rng = np.random.default_rng(0)
     vocab = model.tokenizer.vocab_size
@@ -93,11 +88,11 @@ def measure(model: Model, context: int = 128, reps: int = 3, out=sys.stderr) -> 
             model.forward(ids[context:context + n])
             times[n - 1].append(time.perf_counter() - t0)
             model.truncate(base)
-        if out is not None:
+        if not quiet:
             print(f"\rprofiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): "
-                  f"{r + 1}/{reps}", end="", file=out, flush=True)
-    if out is not None:
-        print(file=out)
+                  f"{r + 1}/{reps}", end="", file=sys.stderr, flush=True)
+    if not quiet:
+        print(file=sys.stderr)
     model.reset()
     v = [float(np.median(t)) for t in times]
     for i in range(1, N_MAX):  # a wider forward is never cheaper in the model we plan with
@@ -136,7 +131,7 @@ def load_file(path: str | Path) -> CostProfile:
     return CostProfile(v, d.get("key", {}), source=f"file:{path}", draft_ratio=float(ratio) if ratio is not None else None)
 
 
-def profile_for(model: Model, out=sys.stderr) -> CostProfile:
+def profile_for(model: Model, quiet: bool = False) -> CostProfile:
     """This machine's profile for `model`: from the cache when its key matches, else measured and cached."""
     key = profile_key(model)
     path = _cache_path(key)
@@ -146,6 +141,6 @@ def profile_for(model: Model, out=sys.stderr) -> CostProfile:
             return CostProfile([float(x) for x in d["v_s"]], key, source="cache")
     except (OSError, ValueError, KeyError):
         pass
-    prof = measure(model, out=out)
+    prof = measure(model, quiet=quiet)
     save(prof, path)
     return prof

@@ -77,6 +77,7 @@ class Generation:
         stats.num_tokens = len(tokens)
         if hasattr(policy, "predicted_speedup"):
             stats.predicted_speedup = policy.predicted_speedup()
+            stats.predicted_tokens_per_s = policy.pred_tokens / policy.pred_time if policy.pred_time else 0.0
         stats.peak_rss_bytes = peak_rss_bytes()
         self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats)
 

@@ -43,6 +43,7 @@ class GenerationStats:
     verify_s: float = 0.0
     token_latencies_s: list[float] = field(default_factory=list)  # per emitted token: its round's time / tokens
     predicted_speedup: float = 0.0  # policy auto's own prediction of its speedup over plain decoding
+    predicted_tokens_per_s: float = 0.0  # auto's predicted decode rate (compare: decode_tokens_per_s)
     peak_rss_bytes: int = 0
     target_memory_bytes: int = 0
     spec_memory_overhead_bytes: int = 0  # draft weights + draft KV + extra target KV rows

@@ -1,0 +1,55 @@
+"""Cost profiles: measured on real weights, cached atomically as readable JSON, invalidated when the model
+file, backend, threads or CPU change."""
+import json
+
+import pytest
+
+from ryzanstein import costs
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RYZANSTEIN_HOME", str(tmp_path))
+    return tmp_path
+
+
+def test_profile_is_measured_once_then_read_from_the_cache(home, llama_smol, capsys):
+    first = costs.profile_for(llama_smol)
+    assert first.source == "measured" and len(first.v_s) == costs.N_MAX
+    assert all(b >= a for a, b in zip(first.v_s, first.v_s[1:])) and first.v_s[0] > 0
+    assert "profiling smollm2-135m" in capsys.readouterr().err  # a progress line
+    files = list((home / "profiles").glob("*.json"))
+    assert len(files) == 1 and not list((home / "profiles").glob("*.tmp"))
+    data = json.loads(files[0].read_text())  # readable JSON with the key it belongs to
+    assert data["key"]["backend"] == "llama.cpp" and data["key"]["threads"] == llama_smol.info.threads
+    assert data["v_ratio"][0] == 1.0
+    again = costs.profile_for(llama_smol)
+    assert again.source == "cache" and again.v_s == first.v_s
+
+
+@pytest.mark.parametrize("change", ["cpu", "threads", "file"])
+def test_cache_is_invalidated_when_what_it_measured_changes(home, llama_smol, monkeypatch, change):
+    costs.profile_for(llama_smol)
+    if change == "cpu":
+        monkeypatch.setattr(costs, "cpu_name", lambda: "Another CPU 9000")
+    elif change == "threads":
+        monkeypatch.setattr(llama_smol.info, "threads", llama_smol.info.threads + 1)
+    else:
+        key = costs.profile_key(llama_smol)
+        monkeypatch.setattr(costs, "profile_key", lambda m: {**key, "mtime": key["mtime"] + 1})
+    assert costs.profile_for(llama_smol).source == "measured"
+
+
+def test_atomic_save_and_foreign_profile_file(tmp_path):
+    prof = costs.CostProfile([0.01, 0.012, 0.015])
+    path = tmp_path / "p" / "profile.json"
+    costs.save(prof, path)
+    assert json.loads(path.read_text())["v_s"] == prof.v_s and not list(path.parent.glob("*.tmp"))
+    loaded = costs.load_file(path)
+    assert loaded.v_s == prof.v_s and loaded.source.startswith("file:")
+    assert loaded.v(5) == pytest.approx(0.015 + 2 * 0.003)  # extrapolated past the measured widths
+    from ryzanstein.errors import RyzansteinError
+
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(RyzansteinError, match="cannot read cost profile"):
+        costs.load_file(tmp_path / "bad.json")
