@@ -174,3 +174,19 @@ def test_heuristic_policy():
     assert h.choose() == 6
     h.observe(6, 2, 0, 0)
     assert h.choose() == 5
+
+
+def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
+    # a cheap model draft that would pay on 2 cores if it were good (so it is worth probing), but its
+    # catch-up over a 1000-token prompt (0.1 ms a token) costs more than 5% of a 128-token generation
+    pol = AutoK(steep(), 0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
+                prompt_tokens=1000, max_new_tokens=128)
+    assert pol.can_ever_win()
+    ks = []
+    for _ in range(120):
+        k = pol.choose()
+        ks.append(k)
+        pol.observe(k, 0, 0.0, pol.costs.v(k + 1), emitted=[1])
+    assert max(ks) == 0
+    pol.remaining, pol.lag = 100_000, 10  # a long generation with the draft nearly in step: worth a probe
+    assert any(pol.choose() for _ in range(600))

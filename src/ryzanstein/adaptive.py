@@ -9,7 +9,8 @@ draft i is accepted once drafts 0..i-1 were. K = 0 is a plain decoding step. Whe
 watching cheaply: a model-free draft is still proposed every round (it costs microseconds) and scored
 against what the target actually emitted ("shadow" acceptance); a model draft is probed with K = 1 at
 exponentially spaced rounds, and only if some K would win were the draft good (90% accepted): a probe costs
-a verify of 2 tokens plus the draft catching up with the context, so a draft that cannot pay is never probed.
+a verify of 2 tokens plus the draft catching up with the context, so a draft that cannot pay is never probed,
+and one whose catch-up prefill would cost more than 5% of the generation's remaining plain time is not either.
 """
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ DECAY = 0.97  # per round: acceptance evidence older than ~30 rounds fades, so e
 PRIOR = 1.0  # pseudo-counts pulling each position toward the pooled rate
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
+PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
 
 
 class AutoK(DraftLengthPolicy):
     name = "auto"
 
     def __init__(self, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
-                 k_max: int = 8, min_speedup: float = 1.0) -> None:
+                 k_max: int = 8, min_speedup: float = 1.0, draft_prefill_token_s: float = 0.0,
+                 prompt_tokens: int = 0, max_new_tokens: int = 1 << 30) -> None:
         self.costs, self.model_free = target_costs, model_free
         self.draft_token_s = draft_token_s  # seconds per drafted token (refined online)
         self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
@@ -44,14 +47,16 @@ class AutoK(DraftLengthPolicy):
         self.overhead_s = 0.0  # per round, outside draft and verify: bookkeeping, detokenizing, the caller
         self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
+        # a probe first makes a model draft catch up with every token it has not seen (a prefill)
+        self.draft_prefill_token_s, self.lag, self.remaining = draft_prefill_token_s, prompt_tokens, max_new_tokens
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
         self.rounds = 0
 
     @classmethod
-    def for_engine(cls, engine, cfg) -> "AutoK":
+    def for_engine(cls, engine, cfg, prompt_tokens: int) -> "AutoK":
         costs = engine.cost_profile()
         return cls(costs, engine.draft_token_cost_s(), engine.proposer.is_model_free, cfg.k_min, cfg.k_max,
-                   cfg.min_speedup)
+                   cfg.min_speedup, engine.draft_prefill_token_cost_s(), prompt_tokens, cfg.max_new_tokens)
 
     # the model ---------------------------------------------------------------------------------------------
     def alphas(self) -> np.ndarray:
@@ -80,12 +85,18 @@ class AutoK(DraftLengthPolicy):
         """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
         return self.best_k(np.full(self.k_max, ALPHA_GOOD)) > 0
 
+    def probe_pays(self) -> bool:
+        """Is a probe (the draft's catch-up prefill + a 2-token verify) within budget of what is left?"""
+        cost = self.round_cost()
+        probe = self.lag * self.draft_prefill_token_s + cost[1] - cost[0]
+        return probe <= PROBE_BUDGET * self.remaining * cost[0]
+
     # the policy interface ----------------------------------------------------------------------------------
     def choose(self) -> int:
         k = self.best_k()
         if k == 0 and not self.model_free:
             self.since_spec += 1
-            if self.since_spec >= self.probe_every and self.can_ever_win():
+            if self.since_spec >= self.probe_every and self.can_ever_win() and self.probe_pays():
                 k = 1  # a cheap probe: has the draft become good?
                 self.probe_every = min(2 * self.probe_every, PROBE_MAX)
         return k
@@ -102,6 +113,9 @@ class AutoK(DraftLengthPolicy):
         self.pred_plain_time += cost[0]
         self.rounds += 1
         self._last_fwd_s = draft_s + verify_s
+        n_out = len(emitted) if emitted is not None else num_accepted + 1
+        self.remaining -= n_out
+        self.lag = 1 if k > 0 else self.lag + n_out  # after a spec round the draft is (nearly) in step
         self.acc *= DECAY  # forget by rounds, not by observations: stale evidence fades even while plain
         self.tried *= DECAY
         obs = verify_s / self._v[k] if k <= self.k_max else 1.0

@@ -56,7 +56,7 @@ class Generation:
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         rng = np.random.default_rng(seed)
         stats = GenerationStats(proposer=eng.proposer.name if eng.proposer else "none")
-        proposer, policy = eng._prepare_speculation(cfg, rng, stats)
+        proposer, policy = eng._prepare_speculation(cfg, rng, stats, len(self.prompt_ids))
         text = TextStream(eng.target.tokenizer, cfg.stop)
         stop_ids = frozenset() if cfg.ignore_eos else eng.target.tokenizer.special.stop_ids
         tokens: list[int] = []
@@ -128,6 +128,15 @@ class Engine:
                 self._draft_cost = 2e-5  # a prompt-lookup search; refined online
         return self._draft_cost
 
+    def draft_prefill_token_cost_s(self) -> float:
+        """Seconds per token when a model draft catches up with many tokens at once (batched, from v(16))."""
+        if not isinstance(self.proposer, ModelProposer):
+            return 0.0
+        from .costs import profile_for
+
+        prof = profile_for(self.proposer.model)
+        return prof.v(16) / 16 * self.draft_token_cost_s() / prof.v(1)
+
     # memory --------------------------------------------------------------------------------------------
     def target_memory_bytes(self) -> int:
         return self.target.memory().total_bytes
@@ -175,15 +184,15 @@ class Engine:
             pass
         return gen.result
 
-    def _prepare_speculation(self, cfg: GenerationConfig, rng: np.random.Generator,
-                             stats: GenerationStats) -> tuple[Proposer | None, DraftLengthPolicy | None]:
+    def _prepare_speculation(self, cfg: GenerationConfig, rng: np.random.Generator, stats: GenerationStats,
+                             prompt_tokens: int) -> tuple[Proposer | None, DraftLengthPolicy | None]:
         stats.target_memory_bytes = self.target_memory_bytes()
         if self.proposer is None or cfg.k_max == 0 or cfg.k == 0:
             stats.policy = "none"
             return None, None
         if isinstance(self.proposer, ModelProposer):
             self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.p_min, rng)
-        policy = make_policy(cfg, self)
+        policy = make_policy(cfg, self, prompt_tokens)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
         return self.proposer, policy
@@ -194,7 +203,7 @@ class Engine:
                 m.close()
 
 
-def make_policy(cfg: GenerationConfig, engine: Engine) -> DraftLengthPolicy:
+def make_policy(cfg: GenerationConfig, engine: Engine, prompt_tokens: int) -> DraftLengthPolicy:
     """The draft-length policy a generation asked for."""
     if cfg.policy == "fixed":
         return FixedK(cfg.k if cfg.k is not None else 4)
@@ -204,7 +213,7 @@ def make_policy(cfg: GenerationConfig, engine: Engine) -> DraftLengthPolicy:
         return FixedK(cfg.k_max)  # the draft itself stops early under p_min
     from .adaptive import AutoK
 
-    return AutoK.for_engine(engine, cfg)
+    return AutoK.for_engine(engine, cfg, prompt_tokens)
 
 
 def build_proposer(c: LoadConfig, target: Model) -> Proposer | None:
