@@ -7,7 +7,7 @@ CLI flags and server fields carry the same names.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ConfigError
@@ -111,6 +111,3 @@ class LoadConfig:
         _check(_is_int(self.ngram_max) and self.ngram_min <= self.ngram_max <= 32, "ngram_max", self.ngram_max, f"an integer in [ngram_min={self.ngram_min}, 32]")
         _check(_is_num(self.max_memory_overhead) and self.max_memory_overhead >= 0, "max_memory_overhead", self.max_memory_overhead, "a fraction >= 0 of the target's memory")
 
-
-def config_fields(cls) -> list[str]:
-    return [f.name for f in fields(cls)]

@@ -111,6 +111,14 @@ class Engine:
             self._costs = load_file(path) if path else profile_for(self.target)
         return self._costs
 
+    def _draft_profile(self):
+        """The model draft's own cost profile, read (or measured) once per engine."""
+        if getattr(self, "_draft_prof", None) is None:
+            from .costs import profile_for
+
+            self._draft_prof = profile_for(self.proposer.model)
+        return self._draft_prof
+
     def draft_token_cost_s(self) -> float:
         """Seconds the proposer spends per drafted token (a model draft's own one-token forward)."""
         if getattr(self, "_draft_cost", None) is None:
@@ -120,10 +128,9 @@ class Engine:
             if isinstance(self.proposer, ModelProposer) and costs.draft_ratio is not None:
                 self._draft_cost = costs.draft_ratio * costs.v(1)  # the profile's own machine
             elif isinstance(self.proposer, ModelProposer):
-                own = profile_for(self.proposer.model).v(1)
                 # with a foreign target profile, keep the draft/target ratio measured here
                 mine = profile_for(self.target) if self.config.cost_profile else costs
-                self._draft_cost = own * costs.v(1) / mine.v(1)
+                self._draft_cost = self._draft_profile().v(1) * costs.v(1) / mine.v(1)
             else:
                 self._draft_cost = 2e-5  # a prompt-lookup search; refined online
         return self._draft_cost
@@ -132,9 +139,7 @@ class Engine:
         """Seconds per token when a model draft catches up with many tokens at once (batched, from v(16))."""
         if not isinstance(self.proposer, ModelProposer):
             return 0.0
-        from .costs import profile_for
-
-        prof = profile_for(self.proposer.model)
+        prof = self._draft_profile()
         return prof.v(16) / 16 * self.draft_token_cost_s() / prof.v(1)
 
     # memory --------------------------------------------------------------------------------------------

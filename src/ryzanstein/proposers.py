@@ -19,7 +19,6 @@ from .sampling import probs_from_logits, sample
 class Draft:
     tokens: list[int]
     probs: np.ndarray | None = None  # (len(tokens), V) or None = model-free (q one-hot)
-    cost_s: float = 0.0  # filled in by the loop
 
 
 EMPTY = Draft([])
