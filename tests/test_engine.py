@@ -134,6 +134,20 @@ def test_draft_failure_falls_back_to_plain_without_losing_a_token(llama_smol, pl
             CODE_PROMPT, max_new_tokens=64, k=4, fallback="error")
 
 
+def test_model_draft_reports_confidence_and_obeys_the_stop_rule(llama_smol, smol_gguf):
+    from ryzanstein.models.llamacpp import LlamaCppModel
+    from ryzanstein.proposers import ModelProposer
+
+    draft = ModelProposer(LlamaCppModel(smol_gguf, n_ctx=512, threads=2))
+    ctx = llama_smol.tokenizer.encode("One, two, three, four, five, six,")
+    full = draft.propose(ctx, 6)
+    assert len(full.tokens) == len(full.conf) == 6 and all(0 < c <= 1 for c in full.conf)
+    seen = []
+    cut = draft.propose(ctx, 6, stop=lambda conf: seen.append(list(conf)) or len(conf) >= 2)
+    assert cut.tokens == full.tokens[:2] and seen == [full.conf[:1], full.conf[:2]]
+    draft.model.close()
+
+
 def test_stop_strings_and_streaming(plain):
     gen = plain.stream("List three fruits, one per line.", max_new_tokens=48, stop=("\n",))
     pieces = list(gen)

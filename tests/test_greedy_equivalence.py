@@ -5,6 +5,8 @@ Also: both backends agree on greedy continuations of the same weights (llama.cpp
 dequantized fp32 reference: they may part at near-ties, so the agreement rate is reported and bounded
 loosely), and `auto` keeps greedy equivalence.
 """
+import json
+
 import pytest
 
 from ryzanstein import Engine, GenerationConfig
@@ -56,6 +58,22 @@ def test_auto_policy_keeps_greedy_equivalence(torch_smol, plain_outputs):
     eng = Engine.from_models(torch_smol, NgramProposer(1, 4))
     for prompt, ref in zip(PROMPTS[:2], plain_outputs[:2]):
         assert eng.generate(prompt, CFG).tokens == ref  # policy auto is the default
+
+
+def test_auto_with_a_model_draft_keeps_greedy_equivalence(torch_smol, plain_outputs, tmp_path):
+    # a flat cost profile (a GPU's, say) so that auto drafts with the model and cuts drafts by confidence
+    from ryzanstein.config import LoadConfig
+
+    prof = tmp_path / "flat.json"
+    prof.write_text(json.dumps({"v_s": [0.01 * (1 + 0.02 * i) for i in range(16)], "draft_ratio": 0.05}))
+    eng = Engine.from_models(torch_smol, PROPOSERS["self:4"](torch_smol), LoadConfig(cost_profile=str(prof)))
+    lengths = []
+    for prompt, ref in zip(PROMPTS[:3], plain_outputs[:3]):
+        out = eng.generate(prompt, CFG)
+        assert out.tokens == ref
+        lengths += [k for k in out.stats.k_per_round if k]
+    # the draft asked for k_max = 8 and cut itself short (by confidence and the measured costs), every time
+    assert lengths and max(lengths) < 8
 
 
 def test_backends_agree_on_greedy_continuations(torch_smol, llama_smol):

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from ryzanstein.acceptance import AcceptanceModel
 from ryzanstein.adaptive import AutoK
 from ryzanstein.config import GenerationConfig, LoadConfig
 from ryzanstein.costs import CostProfile
@@ -166,6 +167,57 @@ def test_auto_shadow_and_probing_bring_speculation_back():
         ks.append(k)
         pol.observe(k, k, 1e-3 * k, pol.costs.v(k + 1))  # now every draft is accepted
     assert max(ks[-20:]) >= 4
+
+
+def test_acceptance_model_learns_from_the_drafts_confidence():
+    m = AcceptanceModel(8)
+    for _ in range(30):  # a draft whose sure tokens are accepted and unsure ones rejected
+        m.new_round()
+        m.verified(3, 2, conf=[0.97, 0.9, 0.2])
+    sure, unsure = m.alphas([0.97]), m.alphas([0.2])
+    assert sure[0] > 0.9 and unsure[0] < 0.25
+    assert m.alphas()[0] > 0.9  # positionally, first drafts are (here) always accepted
+
+
+def test_acceptance_calibration_corrects_optimistic_estimates():
+    m = AcceptanceModel(4)
+    for _ in range(40):  # the free shadow draft scores well, the rounds actually verified accept nothing
+        for _ in range(3):
+            m.new_round()
+            m.shadowed(True)
+        m.new_round()
+        m.verified(4, 0)
+    assert m.alphas()[0] > 0.6  # the per-position estimate alone would promise ~2 extra tokens a round
+    assert m.calibration() < 0.5 and m.expected_tokens(m.alphas())[4] < 1.0 + 0.5 * m.expected_tokens(m.alphas(), calibrated=False)[4]
+    honest, rng = AcceptanceModel(4), np.random.default_rng(0)
+    for _ in range(300):  # independent per-token acceptance: the product model is right, calibration ~1
+        honest.new_round()
+        n = 0
+        while n < 4 and rng.random() < 0.7:
+            n += 1
+        honest.verified(4, n)
+    assert 0.8 < honest.calibration() < 1.2
+
+
+def test_auto_model_draft_stops_at_an_unsure_token():
+    pol = AutoK(flat(), 0.02 * 0.01, model_free=False, k_max=8)  # cheap draft, flat costs: drafting pays
+    for _ in range(40):  # sure tokens are accepted, unsure ones rejected
+        k = pol.choose()
+        conf = [0.97, 0.97, 0.97, 0.2, 0.97, 0.97, 0.97, 0.97][:k]
+        n = next((i for i, c in enumerate(conf) if c < 0.5), len(conf))
+        pol.observe(len(conf), n, 1e-5 * k, pol.costs.v(k + 1), conf=conf)
+    assert pol.choose() == 8  # a model draft picks its length itself, up to k_max
+    assert not pol.stop_drafting([0.97, 0.97])  # sure so far: draft on
+    assert pol.stop_drafting([0.97, 0.97, 0.97, 0.2])  # the next token is unlikely to survive an unsure one
+    assert pol.stop_drafting([0.97] * 8)  # k_max reached
+
+
+def test_auto_learns_that_multi_token_verifies_cost_more_than_profiled():
+    pol = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    for _ in range(20):
+        pol.observe(4, 4, 1e-5, 1.3 * pol.costs.v(5))  # speculative rounds 30% dearer than profiled
+        pol.observe(0, 0, 0.0, pol.costs.v(1))  # one-token steps as profiled
+    assert 1.2 < pol.spec_bias < 1.4 and 0.9 < pol.scale < 1.1
 
 
 def test_heuristic_policy():

@@ -2,15 +2,24 @@
 
 Before each round, pick K in {0, k_min..k_max} maximising the expected tokens per second
 
-    rate(K) = E[tokens emitted | K] / (draft_cost(K) + v(K + 1)),   E = 1 + sum_j prod_{i<j} alpha_i
+    rate(K) = E[tokens emitted | K] / (draft_cost(K) + v(K + 1)),   E = 1 + c * sum_j prod_{i<=j} alpha_i
 
-where v(n) is the cost of one target forward over n tokens (costs.py) and alpha_i the estimated chance that
-draft i is accepted once drafts 0..i-1 were. K = 0 is a plain decoding step. When plain wins the policy keeps
-watching cheaply: a model-free draft is still proposed every round (it costs microseconds) and scored
-against what the target actually emitted ("shadow" acceptance); a model draft is probed with K = 1 at
-exponentially spaced rounds, and only if some K would win were the draft good (90% accepted): a probe costs
-a verify of 2 tokens plus the draft catching up with the context, so a draft that cannot pay is never probed,
-and one whose catch-up prefill would cost more than 5% of the generation's remaining plain time is not either.
+where v(n) is the cost of one target forward over n tokens (costs.py), alpha_i the estimated chance that
+draft i is accepted once drafts 0..i-1 were, and c the calibration of those estimates (acceptance.py).
+K = 0 is a plain decoding step. A model draft then decides its length token by token: after each drafted
+token it stops unless drafting on is predicted to raise the round's rate, with the tokens drafted so far
+scored by the draft's own confidence in them.
+
+When plain wins the policy keeps watching cheaply: a model-free draft is still proposed every round (it costs
+microseconds) and scored against what the target actually emitted ("shadow" acceptance); a model draft is
+probed with K = 1 at exponentially spaced rounds, and only if some K would win were the draft good (90%
+accepted): a probe costs a verify of 2 tokens plus the draft catching up with the context, so a draft that
+cannot pay is never probed, and one whose catch-up prefill would cost more than 5% of the generation's
+remaining plain time is not either.
+
+Costs are refined online: the machine's live speed (`scale`, from every verifying forward), the extra cost of
+multi-token verifies over the profile (`spec_bias`: the profile is taken at a short context), the draft's
+cost per token and the per-round overhead outside draft and verify.
 """
 from __future__ import annotations
 
@@ -20,14 +29,19 @@ import sys
 
 import numpy as np
 
+from .acceptance import AcceptanceModel
 from .costs import CostProfile, load_file, profile_for
 from .policy import DraftLengthPolicy
 
-DECAY = 0.97  # per round: acceptance evidence older than ~30 rounds fades, so estimates follow the text
-PRIOR = 1.0  # pseudo-counts pulling each position toward the pooled rate
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
 PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
+EMA = 0.1  # weight of the newest observation in the online cost estimates
+
+
+def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA) -> float:
+    """Follow `new`, but let one observation (a scheduler stall) count at most `cap` times the estimate."""
+    return (1 - w) * old + w * min(new, cap * old)
 
 
 class AutoK(DraftLengthPolicy):
@@ -41,9 +55,10 @@ class AutoK(DraftLengthPolicy):
         self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
         self._v = np.array([target_costs.v(n) for n in range(1, k_max + 2)])  # v(K+1) for K = 0..k_max
         self._k = np.arange(k_max + 1)
-        self.acc = np.zeros(k_max)  # decayed accepted counts per draft position
-        self.tried = np.zeros(k_max)  # decayed counts of rounds that reached each position
+        self.model = AcceptanceModel(k_max)
         self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
+        self.spec_bias = 1.0  # observed / profiled cost of multi-token verifies, relative to one-token steps
+        self.spec_rounds = 0
         self.overhead_s = 0.0  # per round, outside draft and verify: bookkeeping, detokenizing, the caller
         self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
@@ -59,31 +74,30 @@ class AutoK(DraftLengthPolicy):
                    cfg.min_speedup, engine.draft_prefill_token_cost_s(), prompt_tokens, cfg.max_new_tokens)
 
     # the model ---------------------------------------------------------------------------------------------
-    def alphas(self) -> np.ndarray:
-        pooled = (self.acc.sum() + 1.0) / (self.tried.sum() + 2.0)
-        return (self.acc + PRIOR * pooled) / (self.tried + PRIOR)
+    def alphas(self, conf: list[float] | None = None) -> np.ndarray:
+        return self.model.alphas(conf)
 
-    def expected_tokens(self, alphas: np.ndarray | None = None) -> np.ndarray:
+    def expected_tokens(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> np.ndarray:
         """E[tokens emitted | K] for K = 0..k_max."""
-        a = self.alphas() if alphas is None else alphas
-        return 1.0 + np.concatenate(([0.0], np.cumsum(np.cumprod(a))))
+        return self.model.expected_tokens(self.alphas() if alphas is None else alphas, calibrated)
 
     def round_cost(self) -> np.ndarray:
         """Predicted seconds of a round for K = 0..k_max."""
-        return self.scale * self._v + self._k * self.draft_token_s + self.overhead_s
+        verify = self.scale * self._v * np.where(self._k > 0, self.spec_bias, 1.0)
+        return verify + self._k * self.draft_token_s + self.overhead_s
 
-    def rates(self, alphas: np.ndarray | None = None) -> np.ndarray:
-        return self.expected_tokens(alphas) / self.round_cost()
+    def rates(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> np.ndarray:
+        return self.expected_tokens(alphas, calibrated) / self.round_cost()
 
-    def best_k(self, alphas: np.ndarray | None = None) -> int:
-        r = self.rates(alphas)
+    def best_k(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> int:
+        r = self.rates(alphas, calibrated)
         r[1:self.k_min] = 0.0
         k = int(np.argmax(r))
         return k if k and r[k] >= self.min_speedup * r[0] else 0
 
     def can_ever_win(self) -> bool:
         """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
-        return self.best_k(np.full(self.k_max, ALPHA_GOOD)) > 0
+        return self.best_k(np.full(self.k_max, ALPHA_GOOD), calibrated=False) > 0
 
     def probe_pays(self) -> bool:
         """Is a probe (the draft's catch-up prefill + a 2-token verify) within budget of what is left?"""
@@ -94,6 +108,8 @@ class AutoK(DraftLengthPolicy):
     # the policy interface ----------------------------------------------------------------------------------
     def choose(self) -> int:
         k = self.best_k()
+        if k and not self.model_free:
+            return self.k_max  # a model draft picks its own length below, from its confidence
         if k == 0 and not self.model_free:
             self.since_spec += 1
             if self.since_spec >= self.probe_every and self.can_ever_win() and self.probe_pays():
@@ -101,14 +117,21 @@ class AutoK(DraftLengthPolicy):
                 self.probe_every = min(2 * self.probe_every, PROBE_MAX)
         return k
 
+    def stop_drafting(self, conf: list[float]) -> bool:
+        """Called by a model draft after each token: would drafting more lower the round's expected rate?"""
+        n = len(conf)
+        r = self.rates(self.alphas(conf))
+        return n >= self.k_max or r[n + 1:].max() <= r[n]
+
     def shadow_k(self) -> int:
         """How many tokens to propose (not verify) when choose() said 0: model-free drafts only."""
         return self.k_max if self.model_free else 0
 
     def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
+                shadow: list[int] | None = None, emitted: list[int] | None = None,
+                conf: list[float] | None = None) -> None:
         cost = self.round_cost()  # what was predicted for the round taken, and for a plain step instead
-        self.pred_tokens += self.expected_tokens()[k]
+        self.pred_tokens += self.expected_tokens(self.alphas(conf))[k]
         self.pred_time += cost[k]
         self.pred_plain_time += cost[0]
         self.rounds += 1
@@ -116,28 +139,27 @@ class AutoK(DraftLengthPolicy):
         n_out = len(emitted) if emitted is not None else num_accepted + 1
         self.remaining -= n_out
         self.lag = 1 if k > 0 else self.lag + n_out  # after a spec round the draft is (nearly) in step
-        self.acc *= DECAY  # forget by rounds, not by observations: stale evidence fades even while plain
-        self.tried *= DECAY
-        obs = verify_s / self._v[k] if k <= self.k_max else 1.0
-        self.scale = 0.9 * self.scale + 0.1 * min(obs, 3 * self.scale)  # a scheduler stall counts at most 3x
+        self.model.new_round()  # forget by rounds, not by observations: stale evidence fades even while plain
+        if k == 0:
+            self.scale = _ema(self.scale, verify_s / self._v[0])
+        elif k <= self.k_max:
+            self.spec_rounds += 1  # a running mean at first (a generation has few speculative rounds), then an EMA
+            w = max(EMA, 1.0 / (1 + self.spec_rounds))
+            self.spec_bias = _ema(self.spec_bias, verify_s / (self.scale * self._v[k]), w=w)
+            self.scale = _ema(self.scale, verify_s / (self.spec_bias * self._v[k]))
         if k > 0:
             self.since_spec = 0
             if not self.model_free:
                 self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
-            self.draft_token_s = 0.9 * self.draft_token_s + 0.1 * min(draft_s / k, 3 * self.draft_token_s)
-            reached = min(num_accepted + 1, k)  # positions 0..reached-1 were tested
-            self._update(reached, num_accepted)
+            self.draft_token_s = _ema(self.draft_token_s, draft_s / k)
+            self.model.verified(k, num_accepted, conf)
         elif shadow and emitted:  # a plain step: score what the draft would have said, for free
-            self._update(1, int(shadow[0] == emitted[0]))
+            self.model.shadowed(shadow[0] == emitted[0])
 
     def observe_wall(self, wall_s: float) -> None:
         """The last round's wall time, start to next start (so the caller's time per round counts too)."""
         extra = max(wall_s - self._last_fwd_s, 0.0)
         self.overhead_s = 0.9 * self.overhead_s + 0.1 * min(extra, 3 * self.overhead_s + 1e-3)
-
-    def _update(self, reached: int, num_accepted: int) -> None:
-        self.tried[:reached] += 1
-        self.acc[:num_accepted] += 1
 
     def predicted_speedup(self) -> float:
         """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""

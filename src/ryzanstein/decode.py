@@ -61,7 +61,8 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         draft = shadow = EMPTY
         if want > 0:
             try:
-                draft = proposer.propose(context, want)
+                stop = policy.stop_drafting if k and not proposer.is_model_free else None
+                draft = proposer.propose(context, want, stop) if stop else proposer.propose(context, want)
             except Exception as e:  # a failing draft must never cost the user their generation
                 if cfg.fallback == "error":
                     raise RyzansteinError(f"draft {proposer.name} failed: {type(e).__name__}: {e}") from e
@@ -90,6 +91,6 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         stats.num_tokens = emitted
         stats.observe_round(len(draft.tokens), n_acc, len(out), t1 - t0, t2 - t1, perf_counter() - t0)
         if policy is not None:
-            policy.observe(len(draft.tokens), n_acc, t1 - t0, t2 - t1, shadow.tokens, out)
+            policy.observe(len(draft.tokens), n_acc, t1 - t0, t2 - t1, shadow.tokens, out, draft.conf)
         stats.decode_s = perf_counter() - t_decode
         yield out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 class DraftLengthPolicy:
     name = "policy"
+    stop_drafting = None  # or f(confidences so far) -> bool, asked by a model draft after each token
 
     def choose(self) -> int:
         raise NotImplementedError
@@ -16,8 +17,10 @@ class DraftLengthPolicy:
         return 0
 
     def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
-        """After a round: k drafts verified, num_accepted kept; `shadow` = an unverified draft, if any."""
+                shadow: list[int] | None = None, emitted: list[int] | None = None,
+                conf: list[float] | None = None) -> None:
+        """After a round: k drafts verified, num_accepted kept; `shadow` = an unverified draft, if any;
+        `conf` = a model draft's probability for each token it proposed."""
 
     def observe_wall(self, wall_s: float) -> None:
         """The previous round's wall time, from its start to the next round's start."""
@@ -46,7 +49,8 @@ class HeuristicK(DraftLengthPolicy):
         return self.k
 
     def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None) -> None:
+                shadow: list[int] | None = None, emitted: list[int] | None = None,
+                conf: list[float] | None = None) -> None:
         if k == 0:
             return
         self.k = min(self.k + 2, self.k_max) if num_accepted == k else max(self.k - 1, self.k_min)

@@ -2,12 +2,14 @@
 
 `propose(context, k) -> Draft`. `context` is every token so far (prompt + output); its last token is the one
 the target has not cached yet. A Draft carries the distributions its tokens were sampled from (`probs`), or
-None for a model-free draft, which the acceptance rule treats as one-hot.
+None for a model-free draft, which the acceptance rule treats as one-hot; a model draft also gives its
+probability for each token it proposed (`conf`), and takes a `stop(conf so far) -> bool` rule from the policy.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -19,6 +21,7 @@ from .sampling import probs_from_logits, sample
 class Draft:
     tokens: list[int]
     probs: np.ndarray | None = None  # (len(tokens), V) or None = model-free (q one-hot)
+    conf: list[float] | None = None  # the draft's probability for each of its tokens (model drafts)
 
 
 EMPTY = Draft([])
@@ -91,7 +94,7 @@ class ModelProposer(Proposer):
         self.temperature, self.top_k, self.top_p, self.p_min = temperature, top_k, top_p, p_min
         self.rng = rng or np.random.default_rng()
 
-    def propose(self, context: list[int], k: int) -> Draft:
+    def propose(self, context: list[int], k: int, stop: Callable[[list[float]], bool] | None = None) -> Draft:
         m = self.model
         if k <= 0:
             return EMPTY
@@ -107,6 +110,7 @@ class ModelProposer(Proposer):
         logits = m.forward(context[lcp:], last_only=True)[0]
         tokens: list[int] = []
         rows: list[np.ndarray] = []
+        conf: list[float] = []
         for i in range(k):
             if self.temperature > 0:
                 q = probs_from_logits(logits, self.temperature, self.top_k, self.top_p)
@@ -114,15 +118,20 @@ class ModelProposer(Proposer):
                     break
                 t = sample(q, self.rng)
                 rows.append(q)
+                conf.append(float(q[t]))
             else:
                 t = int(np.argmax(logits))
-                if self.p_min > 0 and _top_prob(logits) < self.p_min:
+                conf.append(_top_prob(logits))
+                if conf[-1] < self.p_min:
+                    conf.pop()
                     break
             tokens.append(t)
-            if i + 1 < k:  # the last draft's logits are not needed
+            if i + 1 < k and not (stop and stop(conf)):  # the last draft's logits are not needed
                 logits = m.forward([t], last_only=True)[0]
+            else:
+                break
         probs = np.stack(rows) if rows else None
-        return Draft(tokens, probs if self.temperature > 0 else None)
+        return Draft(tokens, probs if self.temperature > 0 else None, conf)
 
     def memory_bytes(self) -> int:
         mem = self.model.memory()
@@ -133,5 +142,5 @@ class ModelProposer(Proposer):
 
 
 def _top_prob(logits: np.ndarray) -> float:
-    x = logits.astype(np.float64)
-    return float(1.0 / np.exp(x - x.max()).sum())
+    """softmax(logits).max() without materialising the softmax (float32: ~0.1 ms for 150k logits)."""
+    return float(1.0 / np.exp(logits - logits.max()).sum(dtype=np.float64))
