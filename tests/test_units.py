@@ -218,6 +218,11 @@ def test_auto_learns_that_multi_token_verifies_cost_more_than_profiled():
         pol.observe(4, 4, 1e-5, 1.3 * pol.costs.v(5))  # speculative rounds 30% dearer than profiled
         pol.observe(0, 0, 0.0, pol.costs.v(1))  # one-token steps as profiled
     assert 1.2 < pol.spec_bias < 1.4 and 0.9 < pol.scale < 1.1
+    # the engine's next generation starts from what this one learned about the machine (not about the text)
+    nxt = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    nxt.resume(pol.learned())
+    assert nxt.spec_bias == pol.spec_bias and nxt.model.tried.sum() == 0
+    assert nxt.model.pred_extra <= 8.0 and abs(nxt.model.calibration() - pol.model.calibration()) < 0.3
 
 
 def test_heuristic_policy():

@@ -55,6 +55,11 @@ class AcceptanceModel:
         """E[tokens emitted | K] for K = 0..len(alphas) (the target's own token included)."""
         return 1.0 + (self.calibration() if calibrated else 1.0) * extra_tokens(alphas)
 
+    def calibration_evidence(self, limit: float) -> tuple[float, float]:
+        """(predicted, realised) extra tokens, scaled down to at most `limit` predicted: a prior to carry over."""
+        f = min(1.0, limit / self.pred_extra) if self.pred_extra > 0 else 0.0
+        return self.pred_extra * f, self.real_extra * f
+
     def new_round(self) -> None:
         for x in (self.acc, self.tried, self.conf_acc, self.conf_tried):
             x *= DECAY

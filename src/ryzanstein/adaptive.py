@@ -37,6 +37,8 @@ PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
 PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
 EMA = 0.1  # weight of the newest observation in the online cost estimates
+CARRY = ("scale", "spec_bias", "draft_token_s", "overhead_s")  # learned costs the next generation starts from
+CARRY_CALIBRATION = 8.0  # ... and the calibration, as at most this many predicted tokens of evidence
 
 
 def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA) -> float:
@@ -70,8 +72,24 @@ class AutoK(DraftLengthPolicy):
     @classmethod
     def for_engine(cls, engine, cfg, prompt_tokens: int) -> "AutoK":
         costs = engine.cost_profile()
-        return cls(costs, engine.draft_token_cost_s(), engine.proposer.is_model_free, cfg.k_min, cfg.k_max,
-                   cfg.min_speedup, engine.draft_prefill_token_cost_s(), prompt_tokens, cfg.max_new_tokens)
+        pol = cls(costs, engine.draft_token_cost_s(), engine.proposer.is_model_free, cfg.k_min, cfg.k_max,
+                  cfg.min_speedup, engine.draft_prefill_token_cost_s(), prompt_tokens, cfg.max_new_tokens)
+        if engine.auto_learned:  # the engine's earlier generations already measured this machine and draft
+            pol.resume(engine.auto_learned)
+        return pol
+
+    def learned(self) -> dict:
+        """What this generation learned about the machine and the draft (not the text), for the next one."""
+        d = {k: float(getattr(self, k)) for k in CARRY}
+        d["spec_rounds"] = min(self.spec_rounds, 5)  # a carried spec_bias still moves fast at first
+        d["calibration"] = self.model.calibration_evidence(CARRY_CALIBRATION)
+        return d
+
+    def resume(self, d: dict) -> None:
+        for k in CARRY:
+            setattr(self, k, d[k])
+        self.spec_rounds = d["spec_rounds"]
+        self.model.pred_extra, self.model.real_extra = d["calibration"]
 
     # the model ---------------------------------------------------------------------------------------------
     def alphas(self, conf: list[float] | None = None) -> np.ndarray:

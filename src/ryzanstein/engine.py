@@ -75,6 +75,8 @@ class Generation:
         else:
             reason = "stop" if tokens and tokens[-1] in stop_ids else "length"
         stats.num_tokens = len(tokens)
+        if hasattr(policy, "learned"):
+            eng.auto_learned = policy.learned()
         if hasattr(policy, "predicted_speedup"):
             stats.predicted_speedup = policy.predicted_speedup()
             stats.predicted_tokens_per_s = policy.pred_tokens / policy.pred_time if policy.pred_time else 0.0
@@ -84,6 +86,8 @@ class Generation:
 
 class Engine:
     """A loaded target model, an optional proposer, and generation on top of them."""
+
+    auto_learned: dict | None = None  # costs policy auto learned in the last generation (adaptive.AutoK.learned)
 
     def __init__(self, config: LoadConfig | None = None, **kwargs) -> None:
         self.config = config or LoadConfig(**kwargs)
