@@ -174,7 +174,8 @@ def auto_vs_fixed(summary: dict) -> str:
             fx = [(c["by_category"].get(cat) if cat != "overall" else c["overall"], c["k"]) for c in fixed]
             fx = [(f["speedup_geomean"], k) for f, k in fx if f and f.get("speedup_geomean")]
             best, best_k = max(fx) if fx else (None, None)
-            gain = (g["speedup_geomean"] - 1) / (best - 1) if best and best > 1 else None
+            # a share of a gain under 1% (well inside this machine's noise) would be a ratio of noise
+            gain = (g["speedup_geomean"] - 1) / (best - 1) if best and best > 1.01 else None
             pred, dec = g.get("predicted_speedup"), g.get("decode_speedup_geomean")
             err = abs(pred / dec - 1) if pred and dec else None
             rows.append([auto["config"], f"{auto['temperature']:g}", cat, _x(g["speedup_geomean"]),
