@@ -32,9 +32,11 @@ class AcceptanceModel:
         nb = len(CONF_EDGES) + 1
         self.conf_acc, self.conf_tried = np.zeros(nb), np.zeros(nb)  # ... per confidence bin
         self.pred_extra = self.real_extra = 0.0  # decayed sums over verified rounds, for the calibration
+        self.pending = 0  # rounds whose decay is not applied yet (a plain round must cost microseconds)
 
     def positional(self) -> np.ndarray:
         """(k_max,) acceptance of draft i given drafts 0..i-1 were accepted."""
+        self._decay()
         pooled = (self.acc.sum() + 1.0) / (self.tried.sum() + 2.0)
         return (self.acc + PRIOR * pooled) / (self.tried + PRIOR)
 
@@ -48,6 +50,7 @@ class AcceptanceModel:
         return a
 
     def calibration(self) -> float:
+        self._decay()
         c = (self.real_extra + CAL_PRIOR) / (self.pred_extra + CAL_PRIOR)
         return float(np.clip(c, *CAL_RANGE))
 
@@ -57,18 +60,26 @@ class AcceptanceModel:
 
     def calibration_evidence(self, limit: float) -> tuple[float, float]:
         """(predicted, realised) extra tokens, scaled down to at most `limit` predicted: a prior to carry over."""
+        self._decay()
         f = min(1.0, limit / self.pred_extra) if self.pred_extra > 0 else 0.0
         return self.pred_extra * f, self.real_extra * f
 
     def new_round(self) -> None:
-        for x in (self.acc, self.tried, self.conf_acc, self.conf_tried):
-            x *= DECAY
-        self.pred_extra *= DECAY
-        self.real_extra *= DECAY
+        self.pending += 1
+
+    def _decay(self) -> None:
+        if self.pending:
+            f = DECAY ** self.pending
+            for x in (self.acc, self.tried, self.conf_acc, self.conf_tried):
+                x *= f
+            self.pred_extra *= f
+            self.real_extra *= f
+            self.pending = 0
 
     def verified(self, k: int, num_accepted: int, conf: list[float] | None = None) -> None:
         """A round verified k drafts and accepted num_accepted (conf: the draft's probability per token)."""
-        self.pred_extra += float(extra_tokens(self.alphas(conf)[:k])[k])  # before this round's evidence
+        pred = float(extra_tokens(self.alphas(conf)[:k])[k])  # before this round's evidence (applies the decay)
+        self.pred_extra += pred
         self.real_extra += num_accepted
         reached = min(num_accepted + 1, k)  # positions 0..reached-1 were tested
         self.tried[:reached] += 1
@@ -80,5 +91,6 @@ class AcceptanceModel:
 
     def shadowed(self, hit: bool) -> None:
         """An unverified draft's first token was (or was not) the token the target emitted."""
+        self._decay()
         self.tried[0] += 1
         self.acc[0] += hit
