@@ -42,9 +42,10 @@ CARRY = ("scale", "spec_bias", "draft_token_s", "overhead_s")  # learned costs t
 CARRY_CALIBRATION = 8.0  # ... and the calibration, as at most this many predicted tokens of evidence
 
 
-def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA) -> float:
-    """Follow `new`, but let one observation (a scheduler stall) count at most `cap` times the estimate."""
-    return (1 - w) * old + w * min(new, cap * old)
+def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA, floor: float = 0.0) -> float:
+    """Follow `new`, but let one observation (a scheduler stall) count at most `cap` times the estimate
+    (plus `floor`, so an estimate starting at 0 can grow)."""
+    return (1 - w) * old + w * min(new, cap * old + floor)
 
 
 class AutoK(DraftLengthPolicy):
@@ -191,8 +192,7 @@ class AutoK(DraftLengthPolicy):
 
     def observe_wall(self, wall_s: float) -> None:
         """The last round's wall time, start to next start (so the caller's time per round counts too)."""
-        extra = max(wall_s - self._last_fwd_s, 0.0)
-        self.overhead_s = 0.9 * self.overhead_s + 0.1 * min(extra, 3 * self.overhead_s + 1e-3)
+        self.overhead_s = _ema(self.overhead_s, max(wall_s - self._last_fwd_s, 0.0), floor=1e-3)
 
     def predicted_speedup(self) -> float:
         """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
