@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
 
 from .acceptance import AcceptanceModel
 from .costs import CostProfile, load_file, profile_for
@@ -36,7 +35,7 @@ from .policy import DraftLengthPolicy
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
 PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
-REPLAN_EVERY = 8  # rounds
+REPLAN_EVERY = 32  # rounds: costs drift slowly; news about the draft (a shadow hit, a probe) re-plans at once
 EMA = 0.1  # weight of the newest observation in the online cost estimates
 CARRY = ("scale", "spec_bias", "draft_token_s", "overhead_s")  # learned costs the next generation starts from
 CARRY_CALIBRATION = 8.0  # ... and the calibration, as at most this many predicted tokens of evidence
@@ -57,10 +56,9 @@ class AutoK(DraftLengthPolicy):
         self.costs, self.model_free = target_costs, model_free
         self.draft_token_s = draft_token_s  # seconds per drafted token (refined online)
         self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
-        self._v = np.array([target_costs.v(n) for n in range(1, k_max + 2)])  # v(K+1) for K = 0..k_max
-        self._v1 = float(self._v[0])
+        self._v = [target_costs.v(n) for n in range(1, k_max + 2)]  # v(K+1) for K = 0..k_max
+        self._v1 = self._v[0]
         self._replan_at = 0  # while plain wins and no news arrives, choose() re-plans only every REPLAN_EVERY
-        self._k = np.arange(k_max + 1)
         self.model = AcceptanceModel(k_max)
         self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
         self.spec_bias = 1.0  # observed / profiled cost of multi-token verifies, relative to one-token steps
@@ -68,6 +66,7 @@ class AutoK(DraftLengthPolicy):
         self.overhead_s = 0.0  # per round, outside draft and verify: bookkeeping, detokenizing, the caller
         self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
+        self._probe_check_at = 0  # a probe that did not pay is not reconsidered before this round
         # a probe first makes a model draft catch up with every token it has not seen (a prefill)
         self.draft_prefill_token_s, self.lag, self.remaining = draft_prefill_token_s, prompt_tokens, max_new_tokens
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
@@ -96,30 +95,31 @@ class AutoK(DraftLengthPolicy):
         self.model.pred_extra, self.model.real_extra = d["calibration"]
 
     # the model ---------------------------------------------------------------------------------------------
-    def alphas(self, conf: list[float] | None = None) -> np.ndarray:
+    # (lists of Python floats, as in acceptance.py: this runs before every round that re-plans)
+    def alphas(self, conf: list[float] | None = None) -> list[float]:
         return self.model.alphas(conf)
 
-    def expected_tokens(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> np.ndarray:
+    def expected_tokens(self, alphas=None, calibrated: bool = True) -> list[float]:
         """E[tokens emitted | K] for K = 0..k_max."""
         return self.model.expected_tokens(self.alphas() if alphas is None else alphas, calibrated)
 
-    def round_cost(self) -> np.ndarray:
+    def round_cost(self) -> list[float]:
         """Predicted seconds of a round for K = 0..k_max."""
-        verify = self.scale * self._v * np.where(self._k > 0, self.spec_bias, 1.0)
-        return verify + self._k * self.draft_token_s + self.overhead_s
+        spec, d = self.scale * self.spec_bias, self.draft_token_s
+        return [self.scale * self._v1 + self.overhead_s] + [
+            spec * v + k * d + self.overhead_s for k, v in enumerate(self._v[1:], 1)]
 
-    def rates(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> np.ndarray:
-        return self.expected_tokens(alphas, calibrated) / self.round_cost()
+    def rates(self, alphas=None, calibrated: bool = True) -> list[float]:
+        return [e / c for e, c in zip(self.expected_tokens(alphas, calibrated), self.round_cost())]
 
-    def best_k(self, alphas: np.ndarray | None = None, calibrated: bool = True) -> int:
+    def best_k(self, alphas=None, calibrated: bool = True) -> int:
         r = self.rates(alphas, calibrated)
-        r[1:self.k_min] = 0.0
-        k = int(np.argmax(r))
-        return k if k and r[k] >= self.min_speedup * r[0] else 0
+        k = max(range(self.k_min, len(r)), key=r.__getitem__, default=0)
+        return k if k and r[k] > r[0] and r[k] >= self.min_speedup * r[0] else 0
 
     def can_ever_win(self) -> bool:
         """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
-        return self.best_k(np.full(self.k_max, ALPHA_GOOD), calibrated=False) > 0
+        return self.best_k([ALPHA_GOOD] * self.k_max, calibrated=False) > 0
 
     def probe_pays(self) -> bool:
         """Is a probe (the draft's catch-up prefill + a 2-token verify) within budget of what is left?"""
@@ -138,16 +138,20 @@ class AutoK(DraftLengthPolicy):
             self._replan_at = self.rounds + REPLAN_EVERY
         if not self.model_free:
             self.since_spec += 1
-            if self.since_spec >= self.probe_every and self.can_ever_win() and self.probe_pays():
-                self.probe_every = min(2 * self.probe_every, PROBE_MAX)
-                return 1  # a cheap probe: has the draft become good?
+            if self.since_spec >= self.probe_every and self.rounds >= self._probe_check_at:
+                if self.can_ever_win() and self.probe_pays():
+                    self.probe_every = min(2 * self.probe_every, PROBE_MAX)
+                    return 1  # a cheap probe: has the draft become good?
+                # the answer changes only as slowly as the learned costs: asking every round cost ~1% of a
+                # 9 ms step (measured in the decode loop, SmolLM2 self-draft)
+                self._probe_check_at = self.rounds + REPLAN_EVERY
         return 0
 
     def stop_drafting(self, conf: list[float]) -> bool:
         """Called by a model draft after each token: would drafting more lower the round's expected rate?"""
         n = len(conf)
         r = self.rates(self.alphas(conf))
-        return n >= self.k_max or r[n + 1:].max() <= r[n]
+        return n >= self.k_max or max(r[n + 1:]) <= r[n]
 
     def shadow_k(self) -> int:
         """How many tokens to propose (not verify) when choose() said 0: model-free drafts only."""

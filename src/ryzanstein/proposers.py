@@ -51,12 +51,27 @@ class NgramProposer(Proposer):
     def __init__(self, ngram_min: int = 1, ngram_max: int = 4) -> None:
         self.ngram_min, self.ngram_max = ngram_min, ngram_max
         self.name = "ngram"
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf, self._ctx_id = bytearray(), None
+
+    def _bytes(self, context: list[int]) -> bytearray:
+        """The context as int32 bytes. The decode loop only appends to its context list, so only the new
+        tokens are converted (converting all of a 700-token context took 20 of the 27 us a call cost)."""
+        n = len(self._buf) // 4
+        same = (id(context) == self._ctx_id and n <= len(context)
+                and (n == 0 or int.from_bytes(self._buf[-4:], "little", signed=True) == context[n - 1]))
+        if not same:
+            self._buf, self._ctx_id, n = bytearray(), id(context), 0
+        self._buf += np.asarray(context[n:], dtype=np.int32).tobytes()
+        return self._buf
 
     def propose(self, context: list[int], k: int) -> Draft:
         if k <= 0:
             return EMPTY
         # Search the int32 bytes of the context with bytes.rfind (C speed); a hit must be 4-byte aligned.
-        buf = np.asarray(context, dtype=np.int32).tobytes()
+        buf = self._bytes(context)
         T = len(context)
         for n in range(min(self.ngram_max, T - 1), self.ngram_min - 1, -1):
             pattern = buf[4 * (T - n):]
