@@ -88,7 +88,9 @@ class AcceptanceModel:
 
     def verified(self, k: int, num_accepted: int, conf: list[float] | None = None) -> None:
         """A round verified k drafts and accepted num_accepted (conf: the draft's probability per token)."""
-        pred = extra_tokens(self.alphas(conf)[:k])[k]  # before this round's evidence (applies the decay)
+        # before this round's evidence; a separate statement, since alphas() applies the pending decay to
+        # pred_extra, which `self.pred_extra += ...` would have read before it
+        pred = extra_tokens(self.alphas(conf)[:k])[k]
         self.pred_extra += pred
         self.real_extra += num_accepted
         reached = min(num_accepted + 1, k)  # positions 0..reached-1 were tested
