@@ -15,17 +15,17 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout, installed or not
+from ryzanstein.errors import RyzansteinError  # noqa: E402
+from ryzanstein.server_process import ServerProcess, serve_subprocess  # noqa: E402
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PROMPTS = [
     "Explain in two sentences why the sky is blue.",
@@ -162,45 +162,14 @@ def spec_figures(before: dict, after: dict) -> dict:
             "completion_tokens": d("ryzanstein_completion_tokens_total")}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
 def started_server(a: argparse.Namespace):
     """`ryzanstein serve` on a free loopback port for the duration of the run; always stopped."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "ryzanstein.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", a.model, "--draft", a.draft, "--max-queue", str(a.max_queue)]
+    args = ["--model", a.model, "--draft", a.draft, "--max-queue", str(a.max_queue)]
     if a.threads:
-        cmd += ["--threads", str(a.threads)]
+        args += ["--threads", str(a.threads)]
     if a.api_key:
-        cmd += ["--api-key", a.api_key]
-    log = tempfile.TemporaryFile("w+")
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None or time.monotonic() - t0 > a.start_timeout:
-                log.seek(0)
-                raise SystemExit(f"error: the server did not start:\n{log.read()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        args += ["--api-key", a.api_key]
+    return serve_subprocess(args, a.start_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,13 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     if not a.start_server and urlparse(a.url).hostname not in LOOPBACK:
         p.error(f"--url must be on loopback ({', '.join(LOOPBACK)}): this tool loads only a local server")
 
-    with (started_server(a) if a.start_server else contextlib.nullcontext(a.url.rstrip("/"))) as url:
-        try:
-            httpx.get(url + "/health", timeout=10).raise_for_status()
-        except httpx.HTTPError as e:
-            raise SystemExit(f"error: no healthy server at {url} ({e}): start one, or pass --start-server")
-        results, wall_s, before = asyncio.run(run(url, a))
-        after = server_metrics(url)
+    server = started_server(a) if a.start_server else contextlib.nullcontext(ServerProcess(a.url.rstrip("/")))
+    try:
+        with server as srv:
+            url = srv.url
+            try:
+                httpx.get(url + "/health", timeout=10).raise_for_status()
+            except httpx.HTTPError as e:
+                raise SystemExit(f"error: no healthy server at {url} ({e}): start one, or pass --start-server")
+            results, wall_s, before = asyncio.run(run(url, a))
+            after = server_metrics(url)
+    except RyzansteinError as e:  # --start-server: it did not start; the message holds its output
+        raise SystemExit(f"error: {e}")
 
     by_status: dict[str, int] = {}
     for r in results:

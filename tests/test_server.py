@@ -3,14 +3,11 @@
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -20,54 +17,24 @@ httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai")
 parser = pytest.importorskip("prometheus_client.parser")
 
+from ryzanstein.errors import RyzansteinError  # noqa: E402
+from ryzanstein.server_process import SRC, serve_subprocess  # noqa: E402
+
 MODEL = "smollm2-135m"
 KEY = "sk-test-key"
-SRC = str(Path(__file__).resolve().parent.parent / "src")
 COMMON = ["--model", MODEL, "--threads", "1", "--ctx-size", "1024"]  # 1 thread: no spinning on a busy CPU
 CODE = "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\ndef mul(a, b):\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def running_server(*args: str, timeout_s: float = 120.0):
     """A `ryzanstein serve` subprocess on a free loopback port; yields its base URL; always stopped."""
-    port = free_port()
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("RYZANSTEIN_API_KEY", None)
-    proc = subprocess.Popen([sys.executable, "-m", "ryzanstein.cli", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), *COMMON, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.monotonic()
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read()}")
-            if time.monotonic() - t0 > timeout_s:
-                pytest.fail(f"server not healthy after {timeout_s} s")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        os.unlink(log.name)
-        assert "Traceback" not in output, output
+        with serve_subprocess([*COMMON, *args], timeout_s) as srv:
+            yield srv.url
+    except RyzansteinError as e:  # it did not start: its output is in the message
+        pytest.fail(str(e))
+    assert "Traceback" not in srv.output, srv.output
 
 
 @pytest.fixture(scope="module")
