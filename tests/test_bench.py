@@ -1,11 +1,14 @@
 """`ryzanstein bench`: the report arithmetic on a hand-made results file, the prompt sets, and one tiny real run."""
+import importlib.util
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
 from ryzanstein.bench import first_divergence, load_prompts, parse_ks
-from ryzanstein.bench_report import summarize
+from ryzanstein.bench_report import noise_floor, summarize
 from ryzanstein.cli import main
 
 
@@ -76,6 +79,45 @@ def test_report_renders_markdown_and_plots(handmade, tmp_path):
     assert "results.json schema" in md and "a2 | ngram:k2 | 3" in md
     for png in ("speedup_vs_k.png", "acceptance_by_position.png", "latency.png", "memory.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pooling_repeats_across_runs(tmp_path, capsys, monkeypatch):
+    """benchmarks/pool.py: per prompt the median over every repeat of every run, then the category geomean."""
+    spec = importlib.util.spec_from_file_location("pool", Path(__file__).parent.parent / "benchmarks" / "pool.py")
+    pool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pool)
+
+    def run(pid, cat, config, reps):
+        r = _run(pid, cat, config, reps[0])
+        r["config"], r["reps_tokens_per_s"] = config, reps
+        return r
+
+    one = {"runs": [run("a1", "a", "plain", [10, 10, 10]), run("a1", "a", "x:auto", [9, 9, 9]),
+                    run("b1", "b", "plain", [10]), run("b1", "b", "x:auto", [12])]}
+    two = {"runs": [run("a1", "a", "plain", [10, 10]), run("a1", "a", "x:auto", [11, 11])]}
+    tables = [pool.reps(one), pool.reps(two)]
+    assert pool.speedups(*tables[0], "x:auto") == pytest.approx({"a": 0.9, "b": 1.2, "overall": math.sqrt(0.9 * 1.2)})
+    pooled = {k: tables[0][0][k] + tables[1][0].get(k, []) for k in tables[0][0]}
+    assert pool.speedups(pooled, tables[0][1], "x:auto")["a"] == pytest.approx(0.9)  # median of 9,9,9,11,11
+    for r in (one, two):
+        r["run"] = {"model": "m"}
+    for i, r in enumerate((one, two)):
+        (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+    monkeypatch.setattr(sys, "argv", ["pool.py", str(tmp_path / "r0.json"), str(tmp_path / "r1.json")])
+    pool.main()
+    out = capsys.readouterr().out
+    assert "a | 0.900x | 0.900x | 1.100x" in out and "lowest pooled category: a 0.900x" in out
+
+
+def test_noise_floor_is_an_a_a_test_of_plain_repeats():
+    cats = {"a1": "a", "a2": "a", "b1": "b"}
+    steady = noise_floor({"a1": [10.0] * 4, "a2": [20.0] * 4, "b1": [5.0] * 4}, cats, splits=50)
+    assert steady["by_category"]["a"] == {"p05": 1.0, "p95": 1.0} and steady["lowest_below_bar_rate"] == 0.0
+    # one prompt with two slow repeats of four: 1 split in 6 puts both in the first half (its ratio 0.5)
+    noisy = noise_floor({"a1": [10.0, 10.0, 5.0, 5.0], "a2": [20.0] * 4, "b1": [5.0] * 4}, cats, splits=400)
+    assert noisy["by_category"]["a"]["p05"] == pytest.approx(math.sqrt(0.5))
+    assert 0.1 < noisy["lowest_below_bar_rate"] < 0.25 and noisy["by_category"]["b"]["p95"] == 1.0
+    assert noise_floor({"a1": [10.0]}, cats) is None  # one repeat: nothing to split
 
 
 def test_prompt_sets_and_helpers(tmp_path):

@@ -65,6 +65,8 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   ttft_s/prefill_s/decode_s/prefill_tokens_per_s/decode_tokens_per_s (medians), latency_p50_s/p95/p99
   (pooled over tokens), identical_rate (greedy), first_divergences, k_mean, k_hist, predicted_speedup
   (geometric mean, auto), rss_bytes_max, spec_memory_overhead_bytes, fallbacks
+  and noise_floor (null under 2 repeats): plain decoding against itself, its repeats split at random in halves
+  {splits, repeats, bar, by_category {category: {p05, p95}}, lowest_category_median, lowest_below_bar_rate}
 - compare (only with --compare): transformers' generate on the same weights; see bench_compare.py
 """
 

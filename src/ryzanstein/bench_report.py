@@ -97,7 +97,48 @@ def summarize(results: dict) -> dict:
                         "by_category": {c: aggregate([r for r in rs if r["category"] == c], plain)
                                         for c in cats if any(r["category"] == c for r in rs)}})
     return {"categories": cats, "temperatures": list(dict.fromkeys(r["temperature"] for r in runs)),
-            "configs": configs}
+            "configs": configs, "noise_floor": noise_floor(*plain_repeats(runs))}
+
+
+def noise_floor(plain_reps: dict[str, list[float]], category: dict[str, str], splits: int = 200,
+                bar: float = 0.97, seed: int = 0) -> dict | None:
+    """How far plain decoding lands from itself: an A/A test from the repeats a run already has.
+
+    Each prompt's plain repeats (tokens/s) are split at random into two halves; per category the geometric
+    mean over prompts of median(half 1) / median(half 2) is a speedup that can only be noise. Over `splits`
+    splits: each category's 5th-95th percentile, and how often the lowest category falls below `bar`. Each
+    side has half the repeats, so this is wider than the noise of a full run by about sqrt(2). None when a
+    prompt has fewer than 2 repeats.
+    """
+    if not plain_reps or min(len(v) for v in plain_reps.values()) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    cats = list(dict.fromkeys(category[p] for p in plain_reps))
+    cells: dict[str, list[float]] = {c: [] for c in cats}
+    lowest = []
+    for _ in range(splits):
+        logs: dict[str, list[float]] = {c: [] for c in cats}
+        for pid, reps in plain_reps.items():
+            order = rng.permutation(len(reps))
+            half = len(reps) // 2
+            a, b = np.median([reps[i] for i in order[:half]]), np.median([reps[i] for i in order[half:]])
+            logs[category[pid]].append(math.log(a / b))
+        split = {c: math.exp(float(np.mean(v))) for c, v in logs.items()}
+        for c, v in split.items():
+            cells[c].append(v)
+        lowest.append(min(split.values()))
+    return {"splits": splits, "repeats": min(len(v) for v in plain_reps.values()), "bar": bar,
+            "by_category": {c: {"p05": float(np.percentile(v, 5)), "p95": float(np.percentile(v, 95))}
+                            for c, v in cells.items()},
+            "lowest_category_median": float(np.median(lowest)),
+            "lowest_below_bar_rate": sum(x < bar for x in lowest) / splits}
+
+
+def plain_repeats(runs: list[dict]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Greedy plain runs: {prompt_id: tokens/s of every repeat}, {prompt_id: category}."""
+    reps = {r["prompt_id"]: r.get("reps_tokens_per_s") or [_tps(r)] for r in runs
+            if r["draft"] == "none" and r["temperature"] == 0}
+    return reps, {r["prompt_id"]: r["category"] for r in runs}
 
 
 # markdown --------------------------------------------------------------------------------------------------
@@ -185,6 +226,20 @@ def auto_vs_fixed(summary: dict) -> str:
         return ""
     return _table(["auto", "T", "category", "auto vs plain", "best fixed K vs plain", "share of best gain",
                    "predicted decode speedup", "measured decode speedup", "prediction error"], rows)
+
+
+def noise_section(summary: dict) -> str:
+    nf = summary.get("noise_floor")
+    if not nf:
+        return "Needs `--reps 2` or more: plain decoding's repeats split in halves give the A/A test."
+    rows = [[c, f"{_x(v['p05'], '{:.3f}x')} - {_x(v['p95'], '{:.3f}x')}"] for c, v in nf["by_category"].items()]
+    return (f"Plain decoding against itself: each prompt's {nf['repeats']} plain repeats split at random into two "
+            f"halves, {nf['splits']} times; a category's ratio of the halves can only be noise (each half has half "
+            "the repeats, so this is about sqrt(2) wider than a full run's noise). Across splits the lowest category "
+            f"lands at {_x(nf['lowest_category_median'], '{:.3f}x')} (median) and below "
+            f"{_x(nf['bar'], '{:.2f}x')} in {_pct(nf['lowest_below_bar_rate'])} of them: differences of that size "
+            "between configurations are not resolved by this run.\n\n"
+            + _table(["category", "plain vs plain, 5th-95th percentile"], rows))
 
 
 def acceptance_tables(summary: dict) -> str:
@@ -299,6 +354,7 @@ def render(results: dict, out: Path, plots: bool = True) -> str:
         "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = the adaptive policy.", "",
         "## All configurations", "", details(summary), "",
         "## Policy auto against plain and the best fixed K", "", auto_vs_fixed(summary) or "no auto runs", "",
+        "## Noise floor", "", noise_section(summary), "",
         "## Acceptance", "", acceptance_tables(summary), "",
         "## Memory", "", memory_section(results), "",
     ]
