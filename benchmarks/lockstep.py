@@ -57,11 +57,16 @@ class StreamClocks:
             self.current = None
 
 
-def sequential(e: Engine, ids: list[int], cfg: GenerationConfig) -> float:
+def fresh(e: Engine) -> Engine:
+    """Every generation pays its own prefill and starts its draft afresh, as in `ryzanstein bench`."""
     e.target.reset()
     if e.proposer:
         e.proposer.reset()
-    return e.generate(ids, cfg).stats.tokens_per_s
+    return e
+
+
+def sequential(e: Engine, ids: list[int], cfg: GenerationConfig) -> float:
+    return fresh(e).generate(ids, cfg).stats.tokens_per_s
 
 
 def lockstep(engines: dict[str, Engine], order: list[str], ids: list[int], cfg: GenerationConfig) -> dict:
@@ -70,10 +75,7 @@ def lockstep(engines: dict[str, Engine], order: list[str], ids: list[int], cfg: 
     try:
         gens, its = {}, {}
         for k in order:
-            engines[k].target.reset()
-            if engines[k].proposer:
-                engines[k].proposer.reset()
-            gens[k] = engines[k].stream(ids, cfg)
+            gens[k] = fresh(engines[k]).stream(ids, cfg)
             its[k] = iter(gens[k])
         live = list(order)
         while live:

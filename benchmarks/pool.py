@@ -14,15 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from collections import defaultdict
 
-from ryzanstein.bench_report import noise_floor
-
-
-def geomean(xs: list[float]) -> float:
-    return math.exp(sum(map(math.log, xs)) / len(xs))
+from ryzanstein.bench_report import geomean, noise_floor
 
 
 def reps(results: dict) -> tuple[dict, dict]:
