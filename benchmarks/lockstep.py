@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/lockstep.py --model qwen2.5-coder-1.5b --categories extraction,chat --reps 2
     .venv/bin/python benchmarks/lockstep.py --model qwen2.5-coder-1.5b --draft ngram --categories extraction
 
-Two engines, each with its own target context over the same model file (llama.cpp mmap-shares the weights):
+Two engines, each with its own KV cache over the same weights (Model.new_context):
 A decodes plainly; B too (an A/A test, any difference is noise) or, with --draft, with that draft and policy
 auto. Each prompt is measured two ways:
 - sequential: one whole generation, then the other (what `ryzanstein bench` does, order alternated);
@@ -21,40 +21,14 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout, installed or not
-import ryzanstein.decode  # noqa: E402
 from ryzanstein import Engine  # noqa: E402
 from ryzanstein.bench import load_prompts  # noqa: E402
 from ryzanstein.config import GenerationConfig  # noqa: E402
-
-
-class StreamClocks:
-    """One clock per generation that advances only while that generation runs: the decode loop's timings
-    (and so its stats and the policy's observed costs) exclude the other generation's turns."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, float] = defaultdict(float)
-        self.current, self.entered = None, 0.0
-
-    def now(self) -> float:
-        if self.current is None:
-            return time.perf_counter()
-        return self.spent[self.current] + (time.perf_counter() - self.entered)
-
-    def step(self, name: str, it) -> bool:
-        self.current, self.entered = name, time.perf_counter()
-        try:
-            next(it)
-            return True
-        except StopIteration:
-            return False
-        finally:
-            self.spent[name] += time.perf_counter() - self.entered
-            self.current = None
+from ryzanstein.lockstep import StreamClocks, run_in_turn  # noqa: E402
 
 
 def fresh(e: Engine) -> Engine:
@@ -71,17 +45,8 @@ def sequential(e: Engine, ids: list[int], cfg: GenerationConfig) -> float:
 
 def lockstep(engines: dict[str, Engine], order: list[str], ids: list[int], cfg: GenerationConfig) -> dict:
     clocks = StreamClocks()
-    ryzanstein.decode.perf_counter = clocks.now
-    try:
-        gens, its = {}, {}
-        for k in order:
-            gens[k] = fresh(engines[k]).stream(ids, cfg)
-            its[k] = iter(gens[k])
-        live = list(order)
-        while live:
-            live = [k for k in live if clocks.step(k, its[k])]
-    finally:
-        ryzanstein.decode.perf_counter = time.perf_counter
+    gens = {k: fresh(engines[k]).stream(ids, cfg, clock=clocks.clock(k)) for k in order}
+    run_in_turn(gens, clocks)
     return {k: g.result.stats.tokens_per_s for k, g in gens.items()}
 
 
@@ -94,8 +59,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    engines = {"A": Engine(model=a.model, draft="none", threads=a.threads),
-               "B": Engine(model=a.model, draft=a.draft, threads=a.threads, allow_memory_overhead=True)}
+    b = Engine(model=a.model, draft=a.draft, threads=a.threads, allow_memory_overhead=True)
+    a_ = Engine.from_models(b.target.new_context(), None, b.config)  # plain, in its own KV cache, same weights
+    engines = {"A": a_, "B": b}
     if a.draft != "none":  # measure or read the cost profiles now, not inside a timed run
         engines["B"].cost_profile()
         engines["B"].draft_token_cost_s()

@@ -161,3 +161,21 @@ def test_tiny_real_run(smol_gguf, tmp_path):
     o = next(c for c in r["summary"]["configs"] if c["config"] == "ngram:k2")["overall"]
     assert o["speedup_geomean"] > 0 and not math.isnan(o["speedup_geomean"])
     assert (out / "report.md").exists() and (out / "speedup_vs_k.png").exists()
+
+
+def test_tiny_lockstep_run(smol_gguf, tmp_path):
+    """--lockstep: one KV cache per configuration, outputs as in a plain run, paired noise in the report."""
+    out = tmp_path / "lock"
+    rc = main(["bench", "--categories", "code_editing", "--per-category", "1", "--max-new-tokens", "12",
+               "--ks", "2,auto", "--reps", "2", "--threads", "1", "--lockstep", "--no-plots", "--out", str(out)])
+    assert rc == 0
+    r = json.loads((out / "results.json").read_text())
+    assert r["run"]["lockstep"] and r["run"]["command"].endswith("--lockstep")
+    lock = r["memory"]["lockstep"]
+    assert lock["contexts"] == 3 and lock["extra_kv_cache_bytes"] == 2 * r["memory"]["target"]["kv_cache_bytes"]
+    for run in r["runs"]:
+        assert run["stats"]["cached_prompt_tokens"] == 0 and len(run["reps_tokens_per_s"]) == 2
+        assert run["identical_to_plain"] in (None, True)
+    assert set(r["summary"]["pair_spread"]) == {"ngram:k2@0", "ngram:auto@0"}
+    report = (out / "report.md").read_text()
+    assert "lockstep" in report and "Paired noise" in report

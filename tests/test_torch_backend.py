@@ -94,6 +94,20 @@ def test_greedy_is_deterministic_and_sensible(model):
     assert "Paris" in model.tokenizer.decode(first)  # the GGUF's Q/K un-permutation is right
 
 
+def test_a_new_context_shares_the_weights_and_keeps_its_own_cache(model):
+    prompt = model.tokenizer.encode(PROMPT)
+    fresh = model.forward(prompt).copy()
+    model.reset()
+    twin = model.new_context()
+    assert twin.net is model.net and twin.cache is not model.cache
+    assert twin.info.extra["shares_weights_with"] == model.info.name
+    model.forward(prompt[:3])
+    twin.forward([1234, 567, 89, 10, 11, 12])  # the twin's cache fills with something else
+    np.testing.assert_allclose(model.forward(prompt[3:]), fresh[3:], rtol=1e-4, atol=1e-4)
+    twin.reset()
+    np.testing.assert_allclose(twin.forward(prompt), fresh, rtol=1e-4, atol=1e-4)
+
+
 def test_truncated_view_shares_weights_and_equals_a_smaller_model(model, smollm2_folder, tmp_path):
     n = 6
     draft = model.truncated(n)

@@ -6,9 +6,15 @@ hits them all alike; every run starts from an empty KV cache, so each pays its o
 speculative runs of a prompt use the same seed and the same max_new_tokens. One warm-up generation per draft
 runs first and is not recorded. Tokens are counted as token ids, never characters.
 
+With --lockstep every configuration gets its own KV caches over the shared weights, and a prompt's
+configurations advance one target forward each in turn, each timed on a clock that runs only during its own
+steps (lockstep.py): all of them meet the same machine state within one round, which takes the noise of a
+shared machine out of their ratios (prefill, one forward, keeps its own). Costs one KV cache per configuration.
+
     ryzanstein bench --quick                               # ~1 min on smollm2-135m
     ryzanstein bench --drafts ngram,self:8 --ks 1,2,4,8,auto --temperatures 0,0.7
     ryzanstein bench --long                                # speedup and memory vs context length
+    ryzanstein bench --drafts ngram --ks auto --reps 3 --lockstep   # auto vs plain, machine noise paired out
     ryzanstein bench report bench-results/<stamp>/results.json
 
 Aggregation and rendering live in bench_report.py, the transformers comparison in bench_compare.py.
@@ -36,14 +42,16 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   transformers, matplotlib}
 - run: command (a command line reproducing the run), argv, date (ISO 8601), wall_s, model, backend, threads,
   n_ctx, drafts, ks, temperatures, max_new_tokens, seed, reps, ignore_eos, prompts_file, categories, per_category,
-  quick, long, n_prompts, n_runs
+  quick, long, lockstep, n_prompts, n_runs
 - models: target {name, path, backend, dtype, n_layers, n_ctx, threads, sha256 (the store's; null when
   unknown)}; drafts {draft: {...same..., or {kind: "ngram"}}}
 - memory: target {weights_bytes, kv_cache_bytes, kv_bytes_per_token} (the engine's own accounting);
   rss_after_target_bytes (current RSS after loading the target); drafts {draft: {spec_overhead_bytes (engine
   accounting: draft weights + draft KV + k_max extra target KV rows), rss_after_load_bytes (current RSS after
   loading this draft), rss_delta_bytes}}; rss_after_warmup_bytes; peak_rss_bytes (process-wide ru_maxrss at
-  the end: covers every configuration, not one)
+  the end: covers every configuration, not one); lockstep (only with --lockstep: the benchmark's own cost, not
+  speculation's) {contexts (target KV caches, one per configuration), extra_kv_cache_bytes (target and draft KV
+  caches beyond one per model), rss_delta_bytes}
 - prompts: [{id, category, prompt_tokens}]
 - configs: [{config, draft, k, temperature}]: config is "plain" or "<draft>:k<K>" or "<draft>:auto";
   draft "none" = plain; k an int, "auto", or null for plain
@@ -52,7 +60,8 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   runs: output ids equal plain's; else null), first_divergence (index of the first output token that differs
   from plain's; null when identical or not greedy), divergence_top2_gap (only for diverged runs: the target's
   top-1 minus top-2 logit where plain decoding took that token; a near-tie is a small gap), rss_bytes (current RSS after the run),
-  token_latencies_s (per emitted token: its round's time / tokens it emitted), stats (GenerationStats.to_dict():
+  token_latencies_s (per emitted token: its round's time / tokens it emitted; under --lockstep every time is
+  the generation's own clock), stats (GenerationStats.to_dict():
   tokens_per_s = tokens / (prefill + decode), prefill_s, decode_s, ttft_s, prefill_tokens_per_s,
   decode_tokens_per_s, latency_p50_s/p95/p99, rounds, num_draft_tokens, num_accepted, acceptance_rate,
   mean_acceptance_length (includes the bonus token), accepted_per_position, drafted_per_position,
@@ -67,6 +76,7 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   (geometric mean, auto), rss_bytes_max, spec_memory_overhead_bytes, fallbacks
   and noise_floor (null under 2 repeats): plain decoding against itself, its repeats split at random in halves
   {splits, repeats, bar, by_category {category: {p05, p95}}, lowest_category_median, lowest_below_bar_rate}
+  and pair_spread {"<config>@<T>": {sd, dof}}: within-prompt sd of log(config repeat i / plain repeat i), pooled
 - compare (only with --compare): transformers' generate on the same weights; see bench_compare.py
 """
 
@@ -212,7 +222,8 @@ def command_line(a: argparse.Namespace) -> str:
                     ("--threads", a.threads), ("--backend", a.backend), ("--ctx-size", a.ctx_size)):
         if v is not None:
             parts += [flag, str(v)]
-    parts += [f for f, on in (("--long", a.long), ("--ignore-eos", a.ignore_eos), ("--compare", a.compare)) if on]
+    parts += [f for f, on in (("--long", a.long), ("--ignore-eos", a.ignore_eos), ("--compare", a.compare),
+                              ("--lockstep", a.lockstep)) if on]
     return shlex.join(parts)
 
 
@@ -263,6 +274,7 @@ def run_bench(a: argparse.Namespace) -> dict:
     """Run everything; return the results dict (without summary)."""
     from .config import LoadConfig
     from .engine import Engine, build_proposer
+    from .lockstep import StreamClocks, run_in_turn
     from .proposers import ModelProposer
     from .stats import peak_rss_bytes
 
@@ -295,17 +307,37 @@ def run_bench(a: argparse.Namespace) -> dict:
             eng.cost_profile()
             eng.draft_token_cost_s()
 
-    def generate(c: dict, pid: str, seed: int, max_new: int | None = None):
-        eng = engines[c["draft"]]
-        target.reset()  # every run pays its own prefill
+    # the engine each configuration runs on: one per draft, sharing the target; under --lockstep one per
+    # configuration, each in KV caches of its own (a twin shares the weights and the cost profiles)
+    if a.lockstep:
+        before = current_rss()
+        streams = {_cid(c): engines[c["draft"]] if i == 0 else engines[c["draft"]].twin() for i, c in enumerate(configs)}
+        memory["lockstep"] = {"contexts": len(streams), "rss_delta_bytes": current_rss() - before,
+                              "extra_kv_cache_bytes": sum(map(_kv_bytes, streams.values()))
+                              - sum(map(_kv_bytes, engines.values())) + (len(engines) - 1) * _kv_bytes(engines["none"])}
+    else:
+        streams = {_cid(c): engines[c["draft"]] for c in configs}
+
+    def start(c: dict, pid: str, seed: int, clock=time.perf_counter, max_new: int | None = None):
+        eng = streams[_cid(c)]
+        eng.target.reset()  # every run pays its own prefill
         if eng.proposer is not None:
             eng.proposer.reset()
         cfg = generation_config(c, seed, a)
-        return eng.generate(ids[pid], cfg.replace(max_new_tokens=max_new) if max_new else cfg)
+        return eng.stream(ids[pid], cfg.replace(max_new_tokens=max_new) if max_new else cfg, clock=clock)
+
+    def run_all(order: list[dict], pid: str, seed: int, max_new: int | None = None) -> list:
+        """Every configuration of `order` on one prompt: one after another, or in lockstep."""
+        if not a.lockstep:
+            return [start(c, pid, seed, max_new=max_new).run() for c in order]
+        clocks = StreamClocks()
+        gens = {_cid(c): start(c, pid, seed, clocks.clock(_cid(c)), max_new) for c in order}
+        run_in_turn(gens, clocks)
+        return [gens[_cid(c)].result for c in order]
 
     shortest = min(prompts, key=lambda p: len(ids[p["id"]]))["id"]
-    for c in {c["draft"]: c for c in configs}.values():  # warm-up, one per engine: not recorded
-        generate(c, shortest, a.seed, max_new=min(16, a.max_new_tokens))
+    warm = configs if a.lockstep else list({c["draft"]: c for c in configs}.values())
+    run_all(warm, shortest, a.seed, max_new=min(16, a.max_new_tokens))  # warm-up, once per engine: not recorded
     memory["rss_after_warmup_bytes"] = current_rss()
 
     runs: list[dict] = []
@@ -315,9 +347,8 @@ def run_bench(a: argparse.Namespace) -> dict:
         reps: dict[str, list] = {}
         for rep in range(a.reps):
             order = configs[(i + rep) % len(configs):] + configs[:(i + rep) % len(configs)]  # rotated
-            for c in order:
-                res = generate(c, p["id"], seed)
-                reps.setdefault(f"{c['config']}@{c['temperature']}", []).append((c, run_record(p, c, seed, res)))
+            for c, res in zip(order, run_all(order, p["id"], seed)):
+                reps.setdefault(_cid(c), []).append((c, run_record(p, c, seed, res)))
                 progress.step(f"{p['id']} {c['config']} t={c['temperature']:g}")
         block = [median_run(rs) for rs in reps.values()]
         mark_identical(block)
@@ -340,6 +371,7 @@ def run_bench(a: argparse.Namespace) -> dict:
                 "max_new_tokens": a.max_new_tokens, "seed": a.seed, "reps": a.reps, "ignore_eos": a.ignore_eos,
                 "prompts_file": a.prompts or ("long_prompts.jsonl" if a.long else "prompts.jsonl"),
                 "categories": cats, "per_category": a.per_category, "quick": a.quick, "long": a.long,
+                "lockstep": a.lockstep,
                 "n_prompts": len(prompts), "n_runs": len(runs)},
         "models": models, "memory": memory,
         "prompts": [{"id": p["id"], "category": p["category"], "prompt_tokens": len(ids[p["id"]])} for p in prompts],
@@ -352,6 +384,18 @@ def run_bench(a: argparse.Namespace) -> dict:
     target.close()
     results["run"]["wall_s"] = round(time.perf_counter() - t_start, 2)
     return results
+
+
+def _cid(c: dict) -> str:
+    return f"{c['config']}@{c['temperature']}"
+
+
+def _kv_bytes(eng) -> int:
+    """The KV caches an engine holds: its target's and a model draft's (engines sharing a target share it)."""
+    from .proposers import ModelProposer
+
+    p = eng.proposer
+    return eng.target.memory().kv_cache_bytes + (p.model.memory().kv_cache_bytes if isinstance(p, ModelProposer) else 0)
 
 
 def _cfg(run: dict, configs: list[dict]) -> dict:
@@ -419,6 +463,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ctx-size", type=int, default=None, help="default: large enough for the longest prompt")
     p.add_argument("--quick", action="store_true", help="1 prompt per category, 48 new tokens, ks 2,auto (~1 min on smollm2-135m)")
     p.add_argument("--long", action="store_true", help="the long-context set (~1k/2k/4k-token prompts)")
+    p.add_argument("--lockstep", action="store_true", help="advance each prompt's configurations one target forward "
+                   "each in turn, each on its own clock: pairs out the machine's noise (one KV cache per configuration)")
     p.add_argument("--compare", action="store_true", help="also run transformers' generate (plain, prompt lookup, assisted) on the same weights")
     p.add_argument("--compare-dtype", choices=("bfloat16", "float32"), default="bfloat16", help="transformers' weights dtype for --compare")
     p.add_argument("--out", default=None, help="output folder (default: bench-results/<timestamp>/)")

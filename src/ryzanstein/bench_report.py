@@ -97,7 +97,29 @@ def summarize(results: dict) -> dict:
                         "by_category": {c: aggregate([r for r in rs if r["category"] == c], plain)
                                         for c in cats if any(r["category"] == c for r in rs)}})
     return {"categories": cats, "temperatures": list(dict.fromkeys(r["temperature"] for r in runs)),
-            "configs": configs, "noise_floor": noise_floor(*plain_repeats(runs))}
+            "configs": configs, "noise_floor": noise_floor(*plain_repeats(runs)), "pair_spread": pair_spread(runs)}
+
+
+def pair_spread(runs: list[dict]) -> dict:
+    """Per configuration: how much its ratio to plain moves between repeats of one prompt.
+
+    Repeat i of a configuration ran beside plain's repeat i (the same rotation block; under --lockstep the
+    same rounds), so log(config_i / plain_i) is one paired measurement; its within-prompt sd, pooled over
+    prompts, is the run's paired noise (plus any real repeat-to-repeat difference, e.g. policy auto's timing).
+    """
+    plain = {(r["prompt_id"], r["temperature"]): r.get("reps_tokens_per_s") or [] for r in runs if r["draft"] == "none"}
+    sq: dict[str, list[float]] = {}
+    for r in runs:
+        base, reps = plain.get((r["prompt_id"], r["temperature"])), r.get("reps_tokens_per_s") or []
+        if r["draft"] == "none" or not base or len(reps) < 2 or len(base) != len(reps):
+            continue
+        logs = [math.log(c / p) for c, p in zip(reps, base) if c > 0 and p > 0]
+        if len(logs) >= 2:
+            m = sum(logs) / len(logs)
+            acc = sq.setdefault(f"{r['config']}@{r['temperature']:g}", [0.0, 0])
+            acc[0] += sum((x - m) ** 2 for x in logs)
+            acc[1] += len(logs) - 1
+    return {k: {"sd": math.sqrt(v / dof), "dof": dof} for k, (v, dof) in sq.items() if dof}
 
 
 def noise_floor(plain_reps: dict[str, list[float]], category: dict[str, str], splits: int = 200,
@@ -228,12 +250,19 @@ def auto_vs_fixed(summary: dict) -> str:
                    "predicted decode speedup", "measured decode speedup", "prediction error"], rows)
 
 
-def noise_section(summary: dict) -> str:
+def noise_section(summary: dict, lockstep: bool = False) -> str:
     nf = summary.get("noise_floor")
     if not nf:
         return "Needs `--reps 2` or more: plain decoding's repeats split in halves give the A/A test."
     rows = [[c, f"{_x(v['p05'], '{:.3f}x')} - {_x(v['p95'], '{:.3f}x')}"] for c, v in nf["by_category"].items()]
-    return (f"Plain decoding against itself: each prompt's {nf['repeats']} plain repeats split at random into two "
+    spread = summary.get("pair_spread") or {}
+    paired = ("Paired noise: each repeat of a configuration against plain's repeat run "
+              + ("in the same rounds (lockstep)" if lockstep else "in the same block")
+              + "; sd of that log ratio between repeats of a prompt, pooled: "
+              + ", ".join(f"{k} {v['sd']:.1%}" for k, v in spread.items()) + ".\n\n") if spread else ""
+    lock = ("Under --lockstep the halves below are plain repeats run at different times, not side by side: they "
+            "show the machine's drift, which lockstep pairs out of the configurations' ratios.\n\n") if lockstep else ""
+    return paired + lock + (f"Plain decoding against itself: each prompt's {nf['repeats']} plain repeats split at random into two "
             f"halves, {nf['splits']} times; a category's ratio of the halves can only be noise (each half has half "
             "the repeats, so this is about sqrt(2) wider than a full run's noise). Across splits the lowest category "
             f"lands at {_x(nf['lowest_category_median'], '{:.3f}x')} (median) and below "
@@ -346,15 +375,18 @@ def render(results: dict, out: Path, plots: bool = True) -> str:
         "",
         f"{run.get('date', '')} · {run.get('n_prompts', '?')} prompts · {run.get('max_new_tokens', '?')} max new tokens · "
         f"{run.get('n_runs', len(results['runs']))} runs in {run.get('wall_s', 0):.0f} s · "
+        + ("lockstep · " if run.get("lockstep") else "") +
         f"{m.get('cpu', '?')} ({m.get('usable_cores', '?')} usable cores)",
         "", f"Reproduce: `{run.get('command', 'ryzanstein bench')}`", "",
         "## Headline", "", headline(summary), "",
         "Speedup = tokens/s of the configuration over plain decoding's tokens/s on the same prompt, seed and "
         "temperature (tokens/s counts emitted tokens over prefill + decode time); every run starts from an empty "
-        "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = the adaptive policy.", "",
+        "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = the adaptive policy."
+        + (" Lockstep: a prompt's configurations advanced one target forward each in turn, each in its own KV "
+           "caches and timed on its own clock." if run.get("lockstep") else ""), "",
         "## All configurations", "", details(summary), "",
         "## Policy auto against plain and the best fixed K", "", auto_vs_fixed(summary) or "no auto runs", "",
-        "## Noise floor", "", noise_section(summary), "",
+        "## Noise floor", "", noise_section(summary, bool(run.get("lockstep"))), "",
         "## Acceptance", "", acceptance_tables(summary), "",
         "## Memory", "", memory_section(results), "",
     ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from time import perf_counter
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -35,25 +35,30 @@ def reuse_prefix(model: Model, prompt: list[int]) -> int:
 
 def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.random.Generator,
            stats: GenerationStats, proposer: Proposer | None = None,
-           policy: DraftLengthPolicy | None = None) -> Iterator[list[int]]:
-    """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end."""
+           policy: DraftLengthPolicy | None = None, clock: Callable[[], float] = perf_counter
+           ) -> Iterator[list[int]]:
+    """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end.
+
+    `clock` times everything the stats and the policy see; a benchmark that interleaves generations gives
+    each one a clock that runs only during its own steps (lockstep.StreamClocks).
+    """
     stop_ids = frozenset() if cfg.ignore_eos else target.tokenizer.special.stop_ids
-    t0 = perf_counter()
+    t0 = clock()
     stats.prompt_tokens = len(prompt)
     stats.cached_prompt_tokens = reuse_prefix(target, prompt)
     logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
     token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, rng)
-    stats.prefill_s = stats.ttft_s = perf_counter() - t0
+    stats.prefill_s = stats.ttft_s = clock() - t0
     context = list(prompt) + [token]
     emitted = 1
     stats.num_tokens = 1
     yield [token]
-    t_decode = perf_counter()
+    t_decode = clock()
     t0 = None
     while token not in stop_ids and emitted < cfg.max_new_tokens and target.pos < target.n_ctx:
         if policy is not None and t0 is not None:
-            policy.observe_wall(perf_counter() - t0)  # the last round, the caller's work on its output included
-        t0 = perf_counter()
+            policy.observe_wall(clock() - t0)  # the last round, the caller's work on its output included
+        t0 = clock()
         # a round writes [token + k drafts] to the cache and emits at most k + 1 tokens
         cap = min(cfg.max_new_tokens - emitted - 1, target.n_ctx - target.pos - 1)
         k = min(policy.choose(), cap) if proposer and policy else 0
@@ -71,7 +76,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
                 proposer, draft = None, EMPTY
             if k == 0:  # proposed only to be scored against what the target emits
                 draft, shadow = EMPTY, draft
-        t1 = perf_counter()
+        t1 = clock()
         base = target.pos
         logits = target.forward([token] + draft.tokens)  # (K+1, V): the one verification forward
         if cfg.greedy:
@@ -80,7 +85,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
             p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
             n_acc, token = accept_sampling(draft.tokens, draft.probs, p, rng)
         target.truncate(base + 1 + n_acc)  # drop the rejected drafts' KV rows
-        t2 = perf_counter()
+        t2 = clock()
         out = draft.tokens[:n_acc] + [token]
         for i, t in enumerate(out):  # EOS inside the accepted prefix ends the output there
             if t in stop_ids:
@@ -89,8 +94,8 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         context.extend(out)
         emitted += len(out)
         stats.num_tokens = emitted
-        stats.observe_round(len(draft.tokens), n_acc, len(out), t1 - t0, t2 - t1, perf_counter() - t0)
+        stats.observe_round(len(draft.tokens), n_acc, len(out), t1 - t0, t2 - t1, clock() - t0)
         if policy is not None:
             policy.observe(len(draft.tokens), n_acc, t1 - t0, t2 - t1, shadow.tokens, out, draft.conf)
-        stats.decode_s = perf_counter() - t_decode
+        stats.decode_s = clock() - t_decode
         yield out

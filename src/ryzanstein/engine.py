@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from time import perf_counter
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -47,8 +48,9 @@ class GenerationResult:
 class Generation:
     """One generation in progress: iterate for text pieces; `.result` is set once it is exhausted."""
 
-    def __init__(self, engine: "Engine", prompt_ids: list[int], cfg: GenerationConfig) -> None:
-        self.engine, self.prompt_ids, self.cfg = engine, prompt_ids, cfg
+    def __init__(self, engine: "Engine", prompt_ids: list[int], cfg: GenerationConfig,
+                 clock: Callable[[], float] = perf_counter) -> None:
+        self.engine, self.prompt_ids, self.cfg, self.clock = engine, prompt_ids, cfg, clock
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -60,7 +62,7 @@ class Generation:
         text = TextStream(eng.target.tokenizer, cfg.stop)
         stop_ids = frozenset() if cfg.ignore_eos else eng.target.tokenizer.special.stop_ids
         tokens: list[int] = []
-        for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy):
+        for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy, self.clock):
             tokens.extend(out)
             piece = text.add([t for t in out if t not in stop_ids])  # the EOS is generated, not shown
             if piece:
@@ -83,6 +85,12 @@ class Generation:
         stats.peak_rss_bytes = peak_rss_bytes()
         self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats)
 
+    def run(self) -> GenerationResult:
+        """Generate to the end; the result."""
+        for _ in self:
+            pass
+        return self.result
+
 
 class Engine:
     """A loaded target model, an optional proposer, and generation on top of them."""
@@ -103,6 +111,15 @@ class Engine:
         """An engine over models loaded elsewhere (tests, benchmarks sharing one target)."""
         eng = cls.__new__(cls)
         eng.config, eng.target, eng.proposer = config or LoadConfig(), target, proposer
+        return eng
+
+    def twin(self) -> "Engine":
+        """The same target and proposer in new KV caches (weights shared), with the cost profiles already
+        read: a second engine whose generations can run beside this one's (bench --lockstep)."""
+        eng = Engine.from_models(self.target.new_context(), self.proposer and self.proposer.twin(), self.config)
+        for attr in ("_costs", "_draft_prof", "_draft_cost"):
+            if hasattr(self, attr):
+                setattr(eng, attr, getattr(self, attr))
         return eng
 
     # costs (for policy auto) -------------------------------------------------------------------------------
@@ -180,18 +197,15 @@ class Engine:
         return ids
 
     def stream(self, prompt: str | list[dict] | list[int], config: GenerationConfig | None = None,
-               chat: bool = True, **kwargs) -> Generation:
-        """Start a generation; iterate the returned object for text pieces."""
+               chat: bool = True, clock: Callable[[], float] = perf_counter, **kwargs) -> Generation:
+        """Start a generation; iterate the returned object for text pieces. `clock` times its stats."""
         cfg = config.replace(**kwargs) if config and kwargs else (config or GenerationConfig(**kwargs))
-        return Generation(self, self.encode(prompt, chat), cfg)
+        return Generation(self, self.encode(prompt, chat), cfg, clock)
 
     def generate(self, prompt: str | list[dict] | list[int], config: GenerationConfig | None = None,
                  chat: bool = True, **kwargs) -> GenerationResult:
         """Generate to the end and return text, tokens, finish reason and stats."""
-        gen = self.stream(prompt, config, chat, **kwargs)
-        for _ in gen:
-            pass
-        return gen.result
+        return self.stream(prompt, config, chat, **kwargs).run()
 
     def _prepare_speculation(self, cfg: GenerationConfig, rng: np.random.Generator, stats: GenerationStats,
                              prompt_tokens: int) -> tuple[Proposer | None, DraftLengthPolicy | None]:

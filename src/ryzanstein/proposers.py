@@ -41,6 +41,10 @@ class Proposer(ABC):
     def reset(self) -> None:
         """Forget per-generation state."""
 
+    def twin(self) -> "Proposer":
+        """A proposer like this one with its own state (and KV cache), sharing any weights."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be twinned")
+
 
 class NgramProposer(Proposer):
     """Prompt lookup: find the most recent earlier occurrence of the longest suffix (ngram_max down to
@@ -55,6 +59,9 @@ class NgramProposer(Proposer):
 
     def reset(self) -> None:
         self._buf, self._ctx_id = bytearray(), None
+
+    def twin(self) -> NgramProposer:
+        return NgramProposer(self.ngram_min, self.ngram_max)
 
     def _bytes(self, context: list[int]) -> bytearray:
         """The context as int32 bytes. The decode loop only appends to its context list, so only the new
@@ -154,6 +161,9 @@ class ModelProposer(Proposer):
 
     def reset(self) -> None:
         self.model.reset()
+
+    def twin(self) -> ModelProposer:
+        return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False)
 
 
 def _top_prob(logits: np.ndarray) -> float:

@@ -136,5 +136,11 @@ class Model(ABC):
     def reset(self) -> None:
         self.truncate(0)
 
+    def new_context(self) -> "Model":
+        """Another KV cache over the same weights, for generations run side by side (bench --lockstep)."""
+        from ..errors import RyzansteinError
+
+        raise RyzansteinError(f"the {self.info.backend} backend cannot open a second context on one model")
+
     def close(self) -> None:
         """Free backend resources (optional)."""

@@ -7,7 +7,9 @@ and KV rollback through `llama_memory_seq_rm` (a position move: no recompute).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import os
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -121,23 +123,12 @@ class LlamaCppModel(Model):
         n_ctx_train = L.llama_model_n_ctx_train(self._model)
         n_ctx = n_ctx or min(n_ctx_train, 4096)
         threads = threads or default_threads()
-        cparams = L.llama_context_default_params()
-        cparams.n_ctx = n_ctx
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_seq_max = 1
-        cparams.n_threads = threads
-        cparams.n_threads_batch = threads
-        self._ctx = L.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
+        self._owner, self._twins = None, weakref.WeakSet()
+        try:
+            self._open_context(n_ctx, threads, n_batch)
+        except RyzansteinError:
             L.llama_model_free(self._model)
-            raise RyzansteinError(f"llama.cpp could not create a context of {n_ctx} tokens for {path}: try a smaller --ctx-size")
-        self._mem = L.llama_get_memory(self._ctx)
-        self._n_batch = min(L.llama_n_batch(self._ctx), L.llama_n_ubatch(self._ctx))  # llama.cpp may clamp them
-        self._batch = L.llama_batch_init(n_batch, 0, 1)
-        for i in range(n_batch):  # every position belongs to sequence 0, once and for all
-            self._batch.n_seq_id[i] = 1
-            self._batch.seq_id[i][0] = _SEQ
+            raise
         vocab = L.llama_model_get_vocab(self._model)
         self.tokenizer = LlamaCppTokenizer(L, self._model, vocab)
         self.tokenizer._owner = self  # the vocab lives in the model: keep it alive while the tokenizer is
@@ -153,6 +144,39 @@ class LlamaCppModel(Model):
                                      L.llama_model_n_head_kv(self._model))
         # K and V, f16 (llama.cpp's default cache type), every layer
         self._kv_per_token = 2 * n_layer * n_head_kv * (n_embd // n_head) * 2
+
+    def _open_context(self, n_ctx: int, threads: int, n_batch: int) -> None:
+        """A llama.cpp context (KV cache + compute buffers) over self._model, and the batch we feed it."""
+        L = self._L
+        cparams = L.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        self._ctx = L.llama_init_from_model(self._model, cparams)
+        if not self._ctx:
+            raise RyzansteinError(f"llama.cpp could not create a context of {n_ctx} tokens: try a smaller --ctx-size")
+        self._mem = L.llama_get_memory(self._ctx)
+        self._n_batch_asked = n_batch
+        self._n_batch = min(L.llama_n_batch(self._ctx), L.llama_n_ubatch(self._ctx))  # llama.cpp may clamp them
+        self._batch = L.llama_batch_init(n_batch, 0, 1)
+        for i in range(n_batch):  # every position belongs to sequence 0, once and for all
+            self._batch.n_seq_id[i] = 1
+            self._batch.seq_id[i][0] = _SEQ
+
+    def new_context(self) -> LlamaCppModel:
+        """Another KV cache over these same weights (no second copy): a generation that runs beside ours."""
+        owner = self._owner or self
+        twin = object.__new__(LlamaCppModel)
+        Model.__init__(twin)
+        twin._L, twin._model, twin._owner, twin._twins = self._L, self._model, owner, weakref.WeakSet()
+        twin.tokenizer, twin._n_vocab, twin._kv_per_token = self.tokenizer, self._n_vocab, self._kv_per_token
+        twin._open_context(self.n_ctx, self.info.threads, self._n_batch_asked)
+        twin.info = dataclasses.replace(self.info, extra={**self.info.extra, "shares_weights_with": owner.info.name})
+        owner._twins.add(twin)
+        return twin
 
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)
@@ -194,10 +218,14 @@ class LlamaCppModel(Model):
         )
 
     def close(self) -> None:
+        """Free the context; the weights too unless they are another model's (its twins close first)."""
+        for twin in list(getattr(self, "_twins", ())):
+            twin.close()
         if getattr(self, "_ctx", None):
             self._L.llama_batch_free(self._batch)
             self._L.llama_free(self._ctx)
-            self._L.llama_model_free(self._model)
+            if self._owner is None:
+                self._L.llama_model_free(self._model)
             self._ctx = None
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit

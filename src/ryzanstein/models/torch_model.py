@@ -298,6 +298,12 @@ class TorchModel(Model):
                                    extra={**self.info.extra, "shares_weights_with": owner})
         return TorchModel(self.net, self.args, self.tokenizer, info, n_layers)
 
+    def new_context(self) -> TorchModel:
+        """Another KV cache over these same weights: a generation that runs beside this one."""
+        owner = self.info.extra.get("shares_weights_with", self.info.name)
+        info = dataclasses.replace(self.info, extra={**self.info.extra, "shares_weights_with": owner})
+        return TorchModel(self.net, self.args, self.tokenizer, info, self.info.n_layers)
+
     @property
     def vocab_size(self) -> int:
         return self.args.vocab_size
