@@ -33,9 +33,7 @@ from ryzanstein.lockstep import StreamClocks, run_in_turn  # noqa: E402
 
 def fresh(e: Engine) -> Engine:
     """Every generation pays its own prefill and starts its draft afresh, as in `ryzanstein bench`."""
-    e.target.reset()
-    if e.proposer:
-        e.proposer.reset()
+    e.reset()
     return e
 
 

@@ -50,8 +50,8 @@ results.json (schema_version 1). Times in seconds, memory in bytes, rates in tok
   accounting: draft weights + draft KV + k_max extra target KV rows), rss_after_load_bytes (current RSS after
   loading this draft), rss_delta_bytes}}; rss_after_warmup_bytes; peak_rss_bytes (process-wide ru_maxrss at
   the end: covers every configuration, not one); lockstep (only with --lockstep: the benchmark's own cost, not
-  speculation's) {contexts (target KV caches, one per configuration), extra_kv_cache_bytes (target and draft KV
-  caches beyond one per model), rss_delta_bytes}
+  speculation's) {contexts (target KV caches, one per configuration), extra_kv_cache_bytes (the target and
+  model-draft KV caches of every configuration but the first, each a twin in caches of its own), rss_delta_bytes}
 - prompts: [{id, category, prompt_tokens}]
 - configs: [{config, draft, k, temperature}]: config is "plain" or "<draft>:k<K>" or "<draft>:auto";
   draft "none" = plain; k an int, "auto", or null for plain
@@ -311,18 +311,17 @@ def run_bench(a: argparse.Namespace) -> dict:
     # configuration, each in KV caches of its own (a twin shares the weights and the cost profiles)
     if a.lockstep:
         before = current_rss()
-        streams = {_cid(c): engines[c["draft"]] if i == 0 else engines[c["draft"]].twin() for i, c in enumerate(configs)}
+        first, *rest = configs  # the first runs on the loaded engine, every other one on a twin of its engine
+        twins = {_cid(c): engines[c["draft"]].twin() for c in rest}
+        streams = {_cid(first): engines[first["draft"]], **twins}
         memory["lockstep"] = {"contexts": len(streams), "rss_delta_bytes": current_rss() - before,
-                              "extra_kv_cache_bytes": sum(map(_kv_bytes, streams.values()))
-                              - sum(map(_kv_bytes, engines.values())) + (len(engines) - 1) * _kv_bytes(engines["none"])}
+                              "extra_kv_cache_bytes": sum(map(_kv_bytes, twins.values()))}
     else:
         streams = {_cid(c): engines[c["draft"]] for c in configs}
 
     def start(c: dict, pid: str, seed: int, clock=time.perf_counter, max_new: int | None = None):
         eng = streams[_cid(c)]
-        eng.target.reset()  # every run pays its own prefill
-        if eng.proposer is not None:
-            eng.proposer.reset()
+        eng.reset()  # every run pays its own prefill
         cfg = generation_config(c, seed, a)
         return eng.stream(ids[pid], cfg.replace(max_new_tokens=max_new) if max_new else cfg, clock=clock)
 
@@ -391,7 +390,7 @@ def _cid(c: dict) -> str:
 
 
 def _kv_bytes(eng) -> int:
-    """The KV caches an engine holds: its target's and a model draft's (engines sharing a target share it)."""
+    """The KV caches an engine holds: its target's and a model draft's."""
     from .proposers import ModelProposer
 
     p = eng.proposer

@@ -122,6 +122,12 @@ class Engine:
                 setattr(eng, attr, getattr(self, attr))
         return eng
 
+    def reset(self) -> None:
+        """Empty the target's and the draft's caches: the next generation pays its own prefill."""
+        self.target.reset()
+        if self.proposer is not None:
+            self.proposer.reset()
+
     # costs (for policy auto) -------------------------------------------------------------------------------
     def cost_profile(self):
         """The target's v(n): from --cost-profile, the on-disk cache, or measured now (a few seconds)."""

@@ -293,16 +293,17 @@ class TorchModel(Model):
         """A self-draft: the first n_layers blocks + final norm + lm_head, sharing these weights, own KV cache."""
         if not 1 <= n_layers <= self.args.n_layers:
             raise ConfigError(f"a truncated model needs 1..{self.args.n_layers} layers, got {n_layers}")
-        owner = self.info.extra.get("shares_weights_with", self.info.name)  # a view of a view: the real owner
-        info = dataclasses.replace(self.info, name=f"self:{n_layers}", n_layers=n_layers,
-                                   extra={**self.info.extra, "shares_weights_with": owner})
-        return TorchModel(self.net, self.args, self.tokenizer, info, n_layers)
+        return self._view(name=f"self:{n_layers}", n_layers=n_layers)
 
     def new_context(self) -> TorchModel:
         """Another KV cache over these same weights: a generation that runs beside this one."""
-        owner = self.info.extra.get("shares_weights_with", self.info.name)
-        info = dataclasses.replace(self.info, extra={**self.info.extra, "shares_weights_with": owner})
-        return TorchModel(self.net, self.args, self.tokenizer, info, self.info.n_layers)
+        return self._view()
+
+    def _view(self, **info_changes) -> TorchModel:
+        """A model over these weights (info changed as given) with a KV cache of its own."""
+        owner = self.info.extra.get("shares_weights_with", self.info.name)  # a view of a view: the real owner
+        info = dataclasses.replace(self.info, **info_changes, extra={**self.info.extra, "shares_weights_with": owner})
+        return TorchModel(self.net, self.args, self.tokenizer, info, info.n_layers)
 
     @property
     def vocab_size(self) -> int:
