@@ -9,7 +9,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 @pytest.fixture(scope="session")
 def smol_gguf():
-    from ryzanstein import store
+    from ryzanstein.models import store
 
     path = store.path_of("smollm2-135m")
     if path is None:

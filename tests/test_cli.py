@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from ryzanstein import store
+from ryzanstein.models import store
 
 
 def run(*args, env=None, stdin=None):

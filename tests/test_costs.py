@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ryzanstein import costs
+from ryzanstein.spec import costs
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from ryzanstein.sampling import probs_from_logits, sample
-from ryzanstein.verify import accept_sampling
+from ryzanstein.spec.sampling import probs_from_logits, sample
+from ryzanstein.spec.acceptance_rules import accept_sampling
 
 N = 20_000
 ALPHA = 1e-3

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ryzanstein import Engine, GenerationConfig, RyzansteinError
-from ryzanstein.proposers import Draft, NgramProposer, Proposer
+from ryzanstein.spec.proposers import Draft, NgramProposer, Proposer
 
 CODE_PROMPT = ("Rewrite this code, renaming the parameters a and b to x and y:\n"
                "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n")
@@ -136,7 +136,7 @@ def test_draft_failure_falls_back_to_plain_without_losing_a_token(llama_smol, pl
 
 def test_model_draft_reports_confidence_and_obeys_the_stop_rule(llama_smol, smol_gguf):
     from ryzanstein.models.llamacpp import LlamaCppModel
-    from ryzanstein.proposers import ModelProposer
+    from ryzanstein.spec.proposers import ModelProposer
 
     draft = ModelProposer(LlamaCppModel(smol_gguf, n_ctx=512, threads=2))
     ctx = llama_smol.tokenizer.encode("One, two, three, four, five, six,")

@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 
-from ryzanstein import cli_models, store
+from ryzanstein import cli_models
+from ryzanstein.models import store
 from ryzanstein.errors import ModelNotFound, RyzansteinError
 
 PARTS = [b"GGUF" + b"a" * 1000, b"b" * 3000, b"c" * 17]

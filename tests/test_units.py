@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 
-from ryzanstein.acceptance import AcceptanceModel
-from ryzanstein.adaptive import AutoK
+from ryzanstein.spec.acceptance_forecast import AcceptanceModel
+from ryzanstein.spec.auto_policy import AutoK
 from ryzanstein.config import GenerationConfig, LoadConfig
-from ryzanstein.costs import CostProfile
+from ryzanstein.spec.costs import CostProfile
 from ryzanstein.errors import ConfigError
-from ryzanstein.policy import HeuristicK
-from ryzanstein.proposers import NgramProposer
-from ryzanstein.sampling import probs_from_logits, sample
-from ryzanstein.stats import GenerationStats
+from ryzanstein.spec.policies import HeuristicK
+from ryzanstein.spec.proposers import NgramProposer
+from ryzanstein.spec.sampling import probs_from_logits, sample
+from ryzanstein.spec.stats import GenerationStats
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ryzanstein.verify import accept_greedy, accept_sampling
+from ryzanstein.spec.acceptance_rules import accept_greedy, accept_sampling
 
 V = 6
 

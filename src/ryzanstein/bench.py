@@ -187,7 +187,7 @@ def machine_info() -> dict:
 
     import psutil
 
-    from .costs import cpu_name
+    from .spec.costs import cpu_name
 
     flags: set[str] = set()
     try:
@@ -252,7 +252,7 @@ def _hms(s: float) -> str:
 
 def load_target(a: argparse.Namespace, prompts: list[dict]):
     """The target, with a context big enough for the longest prompt + max_new_tokens (unless --ctx-size)."""
-    from .chat import encode_prompt
+    from .models.chat import encode_prompt
     from .models import load_model
 
     kw = dict(backend=a.backend, threads=a.threads)
@@ -275,8 +275,8 @@ def run_bench(a: argparse.Namespace) -> dict:
     from .config import LoadConfig
     from .engine import Engine, build_proposer
     from .lockstep import StreamClocks, run_in_turn
-    from .proposers import ModelProposer
-    from .stats import peak_rss_bytes
+    from .spec.proposers import ModelProposer
+    from .spec.stats import peak_rss_bytes
 
     t_start = time.perf_counter()
     cats = [c.strip() for c in a.categories.split(",")] if a.categories else None
@@ -391,7 +391,7 @@ def _cid(c: dict) -> str:
 
 def _kv_bytes(eng) -> int:
     """The KV caches an engine holds: its target's and a model draft's."""
-    from .proposers import ModelProposer
+    from .spec.proposers import ModelProposer
 
     p = eng.proposer
     return eng.target.memory().kv_cache_bytes + (p.model.memory().kv_cache_bytes if isinstance(p, ModelProposer) else 0)

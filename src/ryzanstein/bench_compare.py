@@ -19,7 +19,7 @@ from .errors import RyzansteinError
 
 
 def _hf_folder(spec: str, path: str | None = None, sha: str | None = None) -> Path:
-    from . import store
+    from .models import store
     from .models import hf_folder_for_gguf
 
     if path is None:

@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_args(g)
     g.set_defaults(func=cmd_generate)
 
-    from . import adaptive, bench, cli_models, server
+    from . import bench, cli_models, server
+    from .spec import auto_policy as adaptive
 
     cli_models.add_models_parser(sub)
     adaptive.add_parser(sub)  # profile

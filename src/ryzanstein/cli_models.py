@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ryzanstein import store
+from ryzanstein.models import store
 from ryzanstein.errors import ModelNotFound
 
 

@@ -15,15 +15,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .chat import encode_prompt
+from .models.chat import encode_prompt
 from .config import GenerationConfig, LoadConfig
-from .decode import decode
+from .spec.loop import decode
 from .errors import ContextOverflow, IncompatibleDraft, RyzansteinError
 from .models import Model, default_backend, load_model
-from .policy import DraftLengthPolicy, FixedK, HeuristicK
-from .proposers import ModelProposer, NgramProposer, Proposer
-from .stats import GenerationStats, peak_rss_bytes
-from .textstream import TextStream
+from .spec.policies import DraftLengthPolicy, FixedK, HeuristicK
+from .spec.proposers import ModelProposer, NgramProposer, Proposer
+from .spec.stats import GenerationStats, peak_rss_bytes
+from .models.textstream import TextStream
 
 
 @dataclass
@@ -132,7 +132,7 @@ class Engine:
     def cost_profile(self):
         """The target's v(n): from --cost-profile, the on-disk cache, or measured now (a few seconds)."""
         if getattr(self, "_costs", None) is None:
-            from .costs import load_file, profile_for
+            from .spec.costs import load_file, profile_for
 
             path = self.config.cost_profile
             self._costs = load_file(path) if path else profile_for(self.target)
@@ -141,7 +141,7 @@ class Engine:
     def _draft_profile(self):
         """The model draft's own cost profile, read (or measured) once per engine."""
         if getattr(self, "_draft_prof", None) is None:
-            from .costs import profile_for
+            from .spec.costs import profile_for
 
             self._draft_prof = profile_for(self.proposer.model)
         return self._draft_prof
@@ -149,7 +149,7 @@ class Engine:
     def draft_token_cost_s(self) -> float:
         """Seconds the proposer spends per drafted token (a model draft's own one-token forward)."""
         if getattr(self, "_draft_cost", None) is None:
-            from .costs import profile_for
+            from .spec.costs import profile_for
 
             costs = self.cost_profile()
             if isinstance(self.proposer, ModelProposer) and costs.draft_ratio is not None:
@@ -240,7 +240,7 @@ def make_policy(cfg: GenerationConfig, engine: Engine, prompt_tokens: int) -> Dr
         return HeuristicK(cfg.k or 4, cfg.k_min, cfg.k_max)
     if cfg.policy == "confidence":
         return FixedK(cfg.k_max)  # the draft itself stops early under p_min
-    from .adaptive import AutoK
+    from .spec.auto_policy import AutoK
 
     return AutoK.for_engine(engine, cfg, prompt_tokens)
 

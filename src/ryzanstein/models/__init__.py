@@ -17,7 +17,7 @@ def default_backend(kind: str) -> str:
 def load_model(spec: str, *, backend: str | None = None, threads: int | None = None, n_ctx: int | None = None,
                dtype: str = "float32", device: str = "cpu", auto_pull: bool = True) -> Model:
     """Load a known model name, a .gguf file or an HF folder; pull a known model first if it is missing."""
-    from .. import store
+    from . import store
 
     res = store.resolve(spec, auto_pull=auto_pull)
     backend = backend or default_backend(res.kind)
@@ -42,7 +42,7 @@ def load_model(spec: str, *, backend: str | None = None, threads: int | None = N
 
 def hf_folder_for_gguf(gguf: Path, sha256: str | None) -> Path:
     """A Hugging Face folder made from a GGUF once (dequantized weights + tokenizer), cached in the store."""
-    from .. import store
+    from . import store
     from .gguf_convert import convert_gguf
 
     st = gguf.stat()

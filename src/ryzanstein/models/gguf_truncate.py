@@ -100,7 +100,7 @@ def _copy_fields(reader, writer, gguf, arch: str, n_blocks: int, n_layers: int) 
 
 def _home() -> Path:
     try:
-        from .. import store
+        from . import store
     except ImportError:  # pragma: no cover - the store module is always there in a full install
         return Path(os.environ.get("RYZANSTEIN_HOME") or Path.home() / ".cache" / "ryzanstein").expanduser()
     return store.home()

@@ -11,14 +11,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import GenerationConfig
-from .errors import RyzansteinError
-from .models.base import Model
-from .policy import DraftLengthPolicy
+from ..config import GenerationConfig
+from ..errors import RyzansteinError
+from ..models.base import Model
+from .acceptance_rules import accept_greedy, accept_sampling
+from .policies import DraftLengthPolicy
 from .proposers import EMPTY, Proposer
 from .sampling import pick, probs_from_logits
 from .stats import GenerationStats
-from .verify import accept_greedy, accept_sampling
 
 log = logging.getLogger("ryzanstein")
 

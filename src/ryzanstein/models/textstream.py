@@ -1,7 +1,7 @@
 """Token ids -> text as it streams: never a broken UTF-8 character, never a piece of a stop string."""
 from __future__ import annotations
 
-from .models.base import Tokenizer
+from .base import Tokenizer
 
 
 class TextStream:

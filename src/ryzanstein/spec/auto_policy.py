@@ -27,9 +27,9 @@ import argparse
 import json
 import sys
 
-from .acceptance import AcceptanceModel
+from .acceptance_forecast import AcceptanceModel
 from .costs import CostProfile, load_file, profile_for
-from .policy import DraftLengthPolicy
+from .policies import DraftLengthPolicy
 
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
@@ -210,7 +210,7 @@ class AutoK(DraftLengthPolicy):
 
 # `ryzanstein profile` ------------------------------------------------------------------------------------------
 def add_parser(sub) -> None:
-    from .cli import add_load_args
+    from ..cli import add_load_args
 
     p = sub.add_parser("profile", help="measure (or show the cached) cost profile v(n) of a model and draft")
     add_load_args(p)
@@ -219,8 +219,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    from .cli import load_config
-    from .engine import Engine
+    from ..cli import load_config
+    from ..engine import Engine
 
     engine = Engine(load_config(a))
     prof = engine.cost_profile()

@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from functools import lru_cache
 
-from .errors import RyzansteinError
-from .models.base import Tokenizer
+from ..errors import RyzansteinError
+from .base import Tokenizer
 
 
 def _raise(message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from .models.base import Model
+from ..models.base import Model
 from .sampling import probs_from_logits, sample
 
 

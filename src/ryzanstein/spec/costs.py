@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models.base import Model
+from ..models.base import Model
 
 N_MAX = 16  # verification widths profiled: 1..N_MAX (K = 0..15 drafts)
 PROFILE_VERSION = 1
@@ -101,7 +101,7 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
 
 
 def _cache_path(key: dict) -> Path:
-    from .store import home
+    from ..models.store import home
 
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return home() / "profiles" / f"{Path(key['path']).stem}-{key['backend']}-{digest}.json"
@@ -118,7 +118,7 @@ def save(profile: CostProfile, path: Path) -> None:
 
 def load_file(path: str | Path) -> CostProfile:
     """A profile from a JSON file (another machine's, say). Its key is not checked."""
-    from .errors import RyzansteinError
+    from ..errors import RyzansteinError
 
     try:
         d = json.loads(Path(path).read_text())
