@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout, installed or not
 from ryzanstein import Engine  # noqa: E402
-from ryzanstein.bench import load_prompts  # noqa: E402
+from ryzanstein.bench.prompts import load_prompts  # noqa: E402
 from ryzanstein.config import GenerationConfig  # noqa: E402
-from ryzanstein.lockstep import StreamClocks, run_in_turn  # noqa: E402
+from ryzanstein.bench.lockstep import StreamClocks, run_in_turn  # noqa: E402
 
 
 def fresh(e: Engine) -> Engine:

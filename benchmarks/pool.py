@@ -8,7 +8,7 @@ as much as the 3% margin of the adaptive-K bar. Each run stores every repeat's t
 all repeats of all runs for the configuration and for plain decoding; their ratio; the geometric mean over a
 category's prompts, as `ryzanstein bench report` does for one run. Each run's own figure is printed beside
 the pooled one, so nothing is hidden by the pooling. Last, the noise floor of the pooled data: plain
-decoding's pooled repeats split at random in halves, an A/A test (ryzanstein.bench_report.noise_floor).
+decoding's pooled repeats split at random in halves, an A/A test (ryzanstein.bench.summary.noise_floor).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import json
 import statistics
 from collections import defaultdict
 
-from ryzanstein.bench_report import geomean, noise_floor
+from ryzanstein.bench.summary import geomean, noise_floor
 
 
 def reps(results: dict) -> tuple[dict, dict]:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ryzanstein.bench import first_divergence, load_prompts, parse_ks
-from ryzanstein.bench_report import noise_floor, summarize
+from ryzanstein.bench.config import parse_ks
+from ryzanstein.bench.prompts import load_prompts
+from ryzanstein.bench.runner import first_divergence
+from ryzanstein.bench.summary import noise_floor, summarize
 from ryzanstein.cli import main
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ryzanstein import Engine, GenerationConfig
-from ryzanstein.lockstep import StreamClocks, run_in_turn
+from ryzanstein.bench.lockstep import StreamClocks, run_in_turn
 from ryzanstein.models.llamacpp import LlamaCppModel
 
 

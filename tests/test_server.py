@@ -18,7 +18,7 @@ openai = pytest.importorskip("openai")
 parser = pytest.importorskip("prometheus_client.parser")
 
 from ryzanstein.errors import RyzansteinError  # noqa: E402
-from ryzanstein.server_process import SRC, serve_subprocess  # noqa: E402
+from server_process import SRC, serve_subprocess  # noqa: E402  (tests/server_process.py)
 
 MODEL = "smollm2-135m"
 KEY = "sk-test-key"

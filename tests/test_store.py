@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from ryzanstein import cli_models
+from ryzanstein.cli import models as cli_models
 from ryzanstein.models import store
 from ryzanstein.errors import ModelNotFound, RyzansteinError
 
@@ -204,8 +204,8 @@ def test_not_enough_disk_space(monkeypatch):
 
 def run_cli(argv):
     parser = argparse.ArgumentParser()
-    cli_models.add_models_parser(parser.add_subparsers(dest="command"))
-    return cli_models.run_models(parser.parse_args(argv))
+    cli_models.add_parser(parser.add_subparsers(dest="command"))
+    return cli_models.cmd_models(parser.parse_args(argv))
 
 
 def test_cli_list_and_path(monkeypatch, capsys):

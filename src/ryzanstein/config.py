@@ -13,7 +13,8 @@ from typing import Any
 from .errors import ConfigError
 
 BACKENDS = ("llama.cpp", "torch")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16")  # torch backend weights
+DEVICES = ("cpu", "cuda")  # torch backend
 POLICIES = ("auto", "fixed", "heuristic", "confidence")
 FALLBACKS = ("plain", "error")
 
@@ -104,7 +105,7 @@ class LoadConfig:
         _check(self.backend is None or self.backend in BACKENDS, "backend", self.backend, "one of " + ", ".join(BACKENDS))
         _check(self.draft_backend is None or self.draft_backend in BACKENDS, "draft_backend", self.draft_backend, "one of " + ", ".join(BACKENDS))
         _check(self.dtype in DTYPES, "dtype", self.dtype, "one of " + ", ".join(DTYPES))
-        _check(self.device in ("cpu", "cuda"), "device", self.device, "cpu or cuda")
+        _check(self.device in DEVICES, "device", self.device, " or ".join(DEVICES))
         _check(self.threads is None or (_is_int(self.threads) and 1 <= self.threads <= 512), "threads", self.threads, "an integer in [1, 512]")
         _check(self.ctx_size is None or (_is_int(self.ctx_size) and 16 <= self.ctx_size <= 1 << 20), "ctx_size", self.ctx_size, "an integer in [16, 1048576]")
         _check(_is_int(self.ngram_min) and 1 <= self.ngram_min <= 16, "ngram_min", self.ngram_min, "an integer in [1, 16]")

@@ -1,7 +1,7 @@
 """`ryzanstein bench --compare`: the same prompts through Hugging Face transformers' `generate` on the same
 weights, so users see us against what they would otherwise run.
 
-Needs the optional extra (`pip install ryzanstein[compare]`); nothing else imports this module. The weights are
+Needs the optional extra (`pip install ryzanstein[compare]`), imported only inside `run_compare`. The weights are
 the Hugging Face folder our torch backend converts from the GGUF (dequantized), in --compare-dtype. Methods,
 greedy only, on the same prompt token ids and max_new_tokens, interleaved per prompt after one warm-up:
 `hf-plain` (plain generate), `hf-lookup:kK` (prompt-lookup decoding, prompt_lookup_num_tokens=K, the largest
@@ -14,14 +14,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .bench_report import _table, _x, geomean
-from .errors import RyzansteinError
+from ..errors import RyzansteinError
+from ..models import hf_folder_for_gguf, store
+from .config import BenchConfig
+from .markdown import fmt, table
+from .progress import Progress
+from .schema import short_name
+from .summary import geomean
 
 
 def _hf_folder(spec: str, path: str | None = None, sha: str | None = None) -> Path:
-    from .models import store
-    from .models import hf_folder_for_gguf
-
     if path is None:
         res = store.resolve(spec, auto_pull=True)
         path, sha = str(res.path), res.sha256
@@ -30,24 +32,22 @@ def _hf_folder(spec: str, path: str | None = None, sha: str | None = None) -> Pa
 
 
 def _load(folder: Path, dtype):
-    import transformers
+    import transformers  # the optional compare extra, seconds to import
     from transformers import AutoModelForCausalLM
 
     key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     return AutoModelForCausalLM.from_pretrained(str(folder), **{key: dtype}).eval()
 
 
-def run_compare(a, target, prompts: list[dict], ids: dict[str, list[int]], drafts: list[str], ks: list) -> dict:
+def run_compare(b: BenchConfig, target, prompts: list[dict], ids: dict[str, list[int]], drafts: list[str], ks: list) -> dict:
     """Time transformers' generate on every prompt; returns results["compare"]."""
-    try:
+    try:  # optional (the compare extra) and slow to import: only for --compare
         import torch
         import transformers
     except ImportError as e:
         raise RyzansteinError(f"--compare needs transformers and torch ({e}): pip install 'ryzanstein[compare]'") from None
-    from .bench import Progress, short_name
-
     torch.set_num_threads(target.info.threads)
-    dtype = getattr(torch, a.compare_dtype)
+    dtype = getattr(torch, b.compare_dtype)
     folder = _hf_folder(target.info.name, target.info.path, target.info.extra.get("sha256"))
     model = _load(folder, dtype)
     lookup_k = max((k for k in ks if isinstance(k, int)), default=8)
@@ -59,7 +59,7 @@ def run_compare(a, target, prompts: list[dict], ids: dict[str, list[int]], draft
             methods[f"hf-assisted:{short_name(d)}"] = {"assistant_model": _load(Path(folders[d]), dtype)}
     stops = sorted(target.tokenizer.special.stop_ids)
     gen_cfg = transformers.GenerationConfig(
-        max_new_tokens=a.max_new_tokens, do_sample=False, eos_token_id=None if a.ignore_eos else stops,
+        max_new_tokens=b.max_new_tokens, do_sample=False, eos_token_id=None if b.ignore_eos else stops,
         pad_token_id=stops[0] if stops else 0)
 
     def generate(pid: str, kw: dict, max_new: int | None = None) -> tuple[list[int], float]:
@@ -82,7 +82,7 @@ def run_compare(a, target, prompts: list[dict], ids: dict[str, list[int]], draft
                          "seconds": secs, "tokens_per_s": len(toks) / secs if secs > 0 else 0.0,
                          "identical_to_hf_plain": None if name == "hf-plain" else toks == block["hf-plain"]})
             progress.step(f"{p['id']} {name}")
-    return {"library": f"transformers {transformers.__version__}", "dtype": a.compare_dtype,
+    return {"library": f"transformers {transformers.__version__}", "dtype": b.compare_dtype,
             "threads": target.info.threads, "folders": folders, "lookup_k": lookup_k,
             "methods": list(methods), "temperature": 0.0, "runs": runs}
 
@@ -99,17 +99,17 @@ def render_compare(results: dict) -> str:
         secs = sum(r["seconds"] for r in rs)
         same = [r["identical_to_hf_plain"] for r in rs if r["identical_to_hf_plain"] is not None]
         rows.append([m, f"{sum(r['num_tokens'] for r in rs) / secs:.1f}" if secs else "-",
-                     _x(geomean([r["tokens_per_s"] / hf_plain[r["prompt_id"]] for r in rs if hf_plain.get(r["prompt_id"])])),
-                     _x(geomean([r["tokens_per_s"] / ours[r["prompt_id"]] for r in rs if ours.get(r["prompt_id"])])),
+                     fmt(geomean([r["tokens_per_s"] / hf_plain[r["prompt_id"]] for r in rs if hf_plain.get(r["prompt_id"])])),
+                     fmt(geomean([r["tokens_per_s"] / ours[r["prompt_id"]] for r in rs if ours.get(r["prompt_id"])])),
                      f"{sum(same)}/{len(same)}" if same else "-"])
     ours_rows = []
     for c in results["summary"]["configs"]:
         rs = [r for r in results["runs"] if r["config"] == c["config"] and r["temperature"] == 0]
         if rs:
             vs_hf = geomean([r["stats"]["tokens_per_s"] / hf_plain[r["prompt_id"]] for r in rs if hf_plain.get(r["prompt_id"])])
-            ours_rows.append([f"ryzanstein {c['config']}", f"{c['overall']['tokens_per_s']:.1f}", _x(vs_hf),
-                              _x(c["overall"]["speedup_geomean"]), "-"])
+            ours_rows.append([f"ryzanstein {c['config']}", f"{c['overall']['tokens_per_s']:.1f}", fmt(vs_hf),
+                              fmt(c["overall"]["speedup_geomean"]), "-"])
     return (f"{cmp['library']}, {cmp['dtype']} weights dequantized from the same GGUF, threads={cmp['threads']}, "
             "greedy. Speedups are geometric means of per-prompt tokens/s ratios.\n\n"
-            + _table(["method", "tok/s", "vs transformers plain", "vs ryzanstein plain", "same tokens as hf-plain"],
+            + table(["method", "tok/s", "vs transformers plain", "vs ryzanstein plain", "same tokens as hf-plain"],
                      rows + ours_rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bench import short_name
+from .schema import short_name
 
 
 def _spec(summary: dict) -> list[dict]:

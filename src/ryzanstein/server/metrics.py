@@ -12,7 +12,7 @@ from __future__ import annotations
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
 
-from .spec.stats import GenerationStats
+from ..spec.stats import GenerationStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 TOKEN_BUCKETS = (.001, .0025, .005, .01, .02, .05, .1, .2, .5, 1.0, 2.5, 5.0)
@@ -80,21 +80,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def spec_summary(stats: GenerationStats) -> dict:
-    """The speculative figures of one generation, for the response's "ryzanstein" field."""
-    ks = stats.k_per_round
-    counts: dict[str, int] = {}
-    for k in ks:
-        counts[str(k)] = counts.get(str(k), 0) + 1
-    return {
-        "proposer": stats.proposer, "policy": stats.policy,
-        "rounds": stats.rounds, "spec_rounds": stats.spec_rounds,
-        "num_draft_tokens": stats.num_draft_tokens, "num_accepted": stats.num_accepted,
-        "acceptance_rate": stats.acceptance_rate, "mean_acceptance_length": stats.mean_acceptance_length,
-        "acceptance_by_position": stats.acceptance_by_position,
-        "k_per_round": {"min": min(ks, default=0), "max": max(ks, default=0),
-                        "mean": sum(ks) / len(ks) if ks else 0.0, "counts": counts},
-        "ttft_s": stats.ttft_s, "tokens_per_s": stats.tokens_per_s, "fallback": stats.fallback,
-    }

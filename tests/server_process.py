@@ -1,4 +1,7 @@
-"""`ryzanstein serve` as a child process on a free loopback port, for the server tests and the load benchmark."""
+"""`ryzanstein serve` as a child process on a free loopback port, for the server tests and the load benchmark.
+
+A harness, not part of the installed package: tests/test_server.py and benchmarks/load_test.py import it.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -13,9 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from .errors import RyzansteinError
+from ryzanstein.errors import RyzansteinError
 
-SRC = str(Path(__file__).resolve().parent.parent)  # so the child imports this very package, installed or not
+SRC = str(Path(__file__).resolve().parent.parent / "src")  # so the child imports this very package, installed or not
 
 
 def free_port() -> int:

@@ -15,12 +15,12 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from .config import GenerationConfig
-from .errors import RyzansteinError
+from ..config import GenerationConfig
+from ..errors import RyzansteinError
 
 if TYPE_CHECKING:
-    from .engine import Engine
-    from .server_metrics import Metrics
+    from ..engine import Engine
+    from .metrics import Metrics
 
 log = logging.getLogger("ryzanstein.server")
 

@@ -1,16 +1,16 @@
-"""`ryzanstein models ...`: list, pull and locate the known models of the store (see store.py)."""
+"""`ryzanstein models ...`: list, pull and locate the known models of the store (models/store.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ryzanstein.models import store
-from ryzanstein.errors import ModelNotFound
+from ..errors import ModelNotFound
+from ..models import store
 
 
 # Register `models {list,pull,path}` on the main parser's subparsers.
-def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("models", help="list, pull and locate models",
                                    description="List, download and locate the known models.")
     actions = parser.add_subparsers(dest="models_command", metavar="{list,pull,path}")
@@ -19,12 +19,12 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     pull.add_argument("name", help=f"one of: {', '.join(store.KNOWN_MODELS)}")
     path = actions.add_parser("path", help="print the GGUF path of an installed model")
     path.add_argument("name", help=f"one of: {', '.join(store.KNOWN_MODELS)}")
-    parser.set_defaults(func=run_models)
+    parser.set_defaults(func=cmd_models)
     return parser
 
 
 # Run a parsed `models` command; returns the exit code.
-def run_models(args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     command = getattr(args, "models_command", None) or "list"
     if command == "list":
         _print_table(store.list_rows())

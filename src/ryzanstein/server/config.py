@@ -1,0 +1,33 @@
+"""What `ryzanstein serve` fixes for all requests."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import GenerationConfig
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What `serve` fixes for all requests (flags named like the fields)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_queue: int = 16  # requests that may wait while one decodes; more get 429
+    request_timeout: float = 300.0  # seconds, queue wait included
+    max_body_bytes: int = 1 << 20
+    k: int | None = None  # default draft length per request (None = the policy's choice)
+    policy: str = "auto"
+
+    def __post_init__(self) -> None:
+        for ok, what in ((0 <= self.port <= 65535, f"invalid port={self.port}: must be in [0, 65535]"),
+                         (1 <= self.max_queue <= 10_000, f"invalid max_queue={self.max_queue}: must be in [1, 10000]"),
+                         (0 < self.request_timeout <= 86_400, f"invalid request_timeout={self.request_timeout}: "
+                          "must be seconds in (0, 86400]"),
+                         (self.max_body_bytes >= 1024,
+                          f"invalid max_body_bytes={self.max_body_bytes}: must be >= 1024"),
+                         (self.api_key is None or len(self.api_key) >= 1, "invalid api_key: must not be empty")):
+            if not ok:
+                raise ConfigError(what)
+        GenerationConfig(k=self.k, policy=self.policy)  # the same checks as per request
