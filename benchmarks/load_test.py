@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout, installed or not
 sys.path.insert(0, str(ROOT / "tests"))  # the server harness the tests use too
 from ryzanstein.errors import RyzansteinError  # noqa: E402
+from ryzanstein.spec.stats import mean_acceptance_length  # noqa: E402
 from server_process import ServerProcess, serve_subprocess  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -159,7 +160,7 @@ def spec_figures(before: dict, after: dict) -> dict:
     n_ttft = d("ryzanstein_time_to_first_token_seconds_count")
     return {"rounds": rounds, "num_draft_tokens": drafted, "num_accepted": accepted,
             "acceptance_rate": accepted / drafted if drafted else 0.0,
-            "mean_acceptance_length": (accepted + rounds) / rounds if rounds else 0.0,
+            "mean_acceptance_length": mean_acceptance_length(accepted, rounds) or 0.0,
             "engine_ttft_mean_s": d("ryzanstein_time_to_first_token_seconds_sum") / n_ttft if n_ttft else None,
             "completion_tokens": d("ryzanstein_completion_tokens_total")}
 

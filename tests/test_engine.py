@@ -14,13 +14,12 @@ CODE_PROMPT = ("Rewrite this code, renaming the parameters a and b to x and y:\n
 class Oracle(Proposer):
     """Proposes a known continuation (plain decoding's output, then junk): a perfect draft up to the junk."""
 
-    is_model_free = True
     name = "oracle"
 
     def __init__(self, prompt_len, continuation, junk=7):
         self.prompt_len, self.cont, self.junk = prompt_len, list(continuation) + [junk] * 16, junk
 
-    def propose(self, context, k):
+    def propose(self, context, k, stop=None):
         done = len(context) - self.prompt_len
         return Draft(self.cont[done:done + k])
 
@@ -33,11 +32,11 @@ class Failing(Proposer):
     def __init__(self, inner, fail_at=3):
         self.inner, self.calls, self.fail_at = inner, 0, fail_at
 
-    def propose(self, context, k):
+    def propose(self, context, k, stop=None):
         self.calls += 1
         if self.calls == self.fail_at:
             raise MemoryError("draft ran out of memory")
-        return self.inner.propose(context, k)
+        return self.inner.propose(context, k, stop)
 
 
 @pytest.fixture(scope="module")

@@ -137,7 +137,7 @@ def test_speculative_settings_per_request(client):
     spec = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
                                      extra_body={"speculative": {"k": 4}})
     s = spec.model_extra["ryzanstein"]
-    assert s["proposer"] == "ngram" and s["num_draft_tokens"] > 0 and 0 <= s["acceptance_rate"] <= 1
+    assert s["draft"] == "ngram" and s["num_draft_tokens"] > 0 and 0 <= s["acceptance_rate"] <= 1
     assert s["mean_acceptance_length"] >= 1 and s["k_per_round"]["max"] == 4
     plain = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
                                       extra_body={"speculative": {"draft": "none"}})

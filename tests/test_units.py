@@ -2,13 +2,14 @@
 import numpy as np
 import pytest
 
-from ryzanstein.spec.acceptance_forecast import AcceptanceModel
-from ryzanstein.spec.auto_policy import AutoK
+from ryzanstein.spec.acceptance_forecast import AcceptanceForecast
+from ryzanstein.spec.auto_policy import AutoPolicy
 from ryzanstein.config import GenerationConfig, LoadConfig
 from ryzanstein.spec.costs import CostProfile
 from ryzanstein.errors import ConfigError
-from ryzanstein.spec.policies import HeuristicK
+from ryzanstein.spec.policies import HeuristicPolicy
 from ryzanstein.spec.proposers import NgramProposer
+from ryzanstein.spec.round import Round
 from ryzanstein.spec.sampling import probs_from_logits, sample
 from ryzanstein.spec.stats import GenerationStats
 
@@ -63,9 +64,9 @@ def test_config_is_frozen_and_explicit_k_means_fixed():
 
 def test_stats_arithmetic_on_a_hand_built_run():
     s = GenerationStats()
-    s.observe_round(k=4, num_accepted=4, n_emitted=5, draft_s=0.01, verify_s=0.02, round_s=0.05)
-    s.observe_round(k=4, num_accepted=1, n_emitted=2, draft_s=0.01, verify_s=0.02, round_s=0.04)
-    s.observe_round(k=0, num_accepted=0, n_emitted=1, draft_s=0.0, verify_s=0.01, round_s=0.01)
+    s.observe(Round(k=4, num_accepted=4, emitted=[0] * 5, draft_s=0.01, verify_s=0.02, round_s=0.05))
+    s.observe(Round(k=4, num_accepted=1, emitted=[0] * 2, draft_s=0.01, verify_s=0.02, round_s=0.04))
+    s.observe(Round(k=0, num_accepted=0, emitted=[0], draft_s=0.0, verify_s=0.01, round_s=0.01))
     s.num_tokens, s.decode_s, s.prefill_s = 9, 0.1, 0.05
     assert s.rounds == 3 and s.spec_rounds == 2
     assert s.num_draft_tokens == 8 and s.num_accepted == 5
@@ -77,9 +78,6 @@ def test_stats_arithmetic_on_a_hand_built_run():
     assert s.token_latencies_s == pytest.approx([0.01] * 5 + [0.02] * 2 + [0.01])
     assert s.decode_tokens_per_s == pytest.approx(8 / 0.1)  # tokens after the first
     assert s.other_s == pytest.approx(0.1 - 0.02 - 0.05)
-    m = s.merge(s)
-    assert m.num_accepted == 10 and m.accepted_per_position == [4, 2, 2, 2] and m.generations == 2
-    assert m.acceptance_rate == pytest.approx(5 / 8)
     d = s.to_dict()
     assert d["latency_p50_s"] == pytest.approx(0.01) and d["acceptance_rate"] == pytest.approx(5 / 8)
 
@@ -107,7 +105,7 @@ def test_ngram_reuses_its_converted_context_only_while_the_list_grows():
 
 
 def test_acceptance_shadow_evidence_decays_like_verified_evidence():
-    lazy, eager = AcceptanceModel(4), AcceptanceModel(4)
+    lazy, eager = AcceptanceForecast(4), AcceptanceForecast(4)
     for i in range(300):  # lazy: the decay waits until an estimate is needed; eager: applied every round
         lazy.new_round(), eager.new_round()
         eager.positional()
@@ -130,6 +128,12 @@ def test_top_k_top_p_filters():
     assert all(sample(np.array([0, 0, 1.0, 0]), rng) == 2 for _ in range(50))
 
 
+def rnd(k, num_accepted, draft_s, verify_s, shadow=(), emitted=None, conf=None):
+    """A Round for a policy; unless told, it emitted the accepted drafts + one token."""
+    emitted = [0] * (num_accepted + 1) if emitted is None else emitted
+    return Round(k, num_accepted, emitted, draft_s, verify_s, shadow=list(shadow), conf=conf)
+
+
 def flat(v1=0.01, n=16):
     return CostProfile([v1 * (1 + 0.01 * i) for i in range(n)])
 
@@ -146,54 +150,54 @@ def feed(policy, rounds, accept_prob, rng):
             n = 0
             while n < k and rng.random() < accept_prob:
                 n += 1
-            policy.observe(k, n, 1e-5 * k, policy.costs.v(k + 1))
+            policy.observe(rnd(k, n, 1e-5 * k, policy.costs.v(k + 1)))
         else:
             hit = rng.random() < accept_prob
-            policy.observe(0, 0, 0.0, policy.costs.v(1), shadow=[1], emitted=[1 if hit else 2])
+            policy.observe(rnd(0, 0, 0.0, policy.costs.v(1), shadow=[1], emitted=[1 if hit else 2]))
 
 
 def test_auto_flat_costs_high_acceptance_choose_large_k():
     rng = np.random.default_rng(0)
-    pol = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
     feed(pol, 60, 0.9, rng)
     assert pol.choose() >= 6
 
 
 def test_auto_steep_costs_choose_plain():
     rng = np.random.default_rng(0)
-    pol = AutoK(steep(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(steep(), 1e-5, model_free=True, k_max=8)
     feed(pol, 60, 0.5, rng)
     assert pol.choose() == 0
 
 
 def test_auto_model_draft_that_can_never_win_is_not_probed():
-    pol = AutoK(steep(), 0.63 * 0.01, model_free=False, k_max=8)  # the 0.5B -> 1.5B pair on 2 cores
+    pol = AutoPolicy(steep(), 0.63 * 0.01, model_free=False, k_max=8)  # the 0.5B -> 1.5B pair on 2 cores
     assert not pol.can_ever_win()
     assert all(pol.choose() == 0 for _ in range(600))
 
 
 def test_auto_shadow_and_probing_bring_speculation_back():
     rng = np.random.default_rng(0)
-    pol = AutoK(steep(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(steep(), 1e-5, model_free=True, k_max=8)
     feed(pol, 80, 0.2, rng)  # unrepetitive text: plain decoding
     assert pol.choose() == 0
     feed(pol, 80, 0.97, rng)  # the text turns repetitive: the shadow draft notices
     assert pol.choose() >= 2
     # a model draft cheap enough to win sometimes is probed and switches back on
-    pol = AutoK(flat(), 0.05 * 0.01, model_free=False, k_max=8)
+    pol = AutoPolicy(flat(), 0.05 * 0.01, model_free=False, k_max=8)
     for _ in range(40):
-        pol.observe(2, 0, 1e-3, pol.costs.v(3))  # drafts keep failing
+        pol.observe(rnd(2, 0, 1e-3, pol.costs.v(3)))  # drafts keep failing
     assert pol.choose() == 0
     ks = []
     for _ in range(200):
         k = pol.choose()
         ks.append(k)
-        pol.observe(k, k, 1e-3 * k, pol.costs.v(k + 1))  # now every draft is accepted
+        pol.observe(rnd(k, k, 1e-3 * k, pol.costs.v(k + 1)))  # now every draft is accepted
     assert max(ks[-20:]) >= 4
 
 
 def test_acceptance_model_learns_from_the_drafts_confidence():
-    m = AcceptanceModel(8)
+    m = AcceptanceForecast(8)
     for _ in range(30):  # a draft whose sure tokens are accepted and unsure ones rejected
         m.new_round()
         m.verified(3, 2, conf=[0.97, 0.9, 0.2])
@@ -203,7 +207,7 @@ def test_acceptance_model_learns_from_the_drafts_confidence():
 
 
 def test_acceptance_calibration_corrects_optimistic_estimates():
-    m = AcceptanceModel(4)
+    m = AcceptanceForecast(4)
     for _ in range(40):  # the free shadow draft scores well, the rounds actually verified accept nothing
         for _ in range(3):
             m.new_round()
@@ -212,7 +216,7 @@ def test_acceptance_calibration_corrects_optimistic_estimates():
         m.verified(4, 0)
     assert m.alphas()[0] > 0.6  # the per-position estimate alone would promise ~2 extra tokens a round
     assert m.calibration() < 0.5 and m.expected_tokens(m.alphas())[4] < 1.0 + 0.5 * m.expected_tokens(m.alphas(), calibrated=False)[4]
-    honest, rng = AcceptanceModel(4), np.random.default_rng(0)
+    honest, rng = AcceptanceForecast(4), np.random.default_rng(0)
     for _ in range(300):  # independent per-token acceptance: the product model is right, calibration ~1
         honest.new_round()
         n = 0
@@ -223,12 +227,12 @@ def test_acceptance_calibration_corrects_optimistic_estimates():
 
 
 def test_auto_model_draft_stops_at_an_unsure_token():
-    pol = AutoK(flat(), 0.02 * 0.01, model_free=False, k_max=8)  # cheap draft, flat costs: drafting pays
+    pol = AutoPolicy(flat(), 0.02 * 0.01, model_free=False, k_max=8)  # cheap draft, flat costs: drafting pays
     for _ in range(40):  # sure tokens are accepted, unsure ones rejected
         k = pol.choose()
         conf = [0.97, 0.97, 0.97, 0.2, 0.97, 0.97, 0.97, 0.97][:k]
         n = next((i for i, c in enumerate(conf) if c < 0.5), len(conf))
-        pol.observe(len(conf), n, 1e-5 * k, pol.costs.v(k + 1), conf=conf)
+        pol.observe(rnd(len(conf), n, 1e-5 * k, pol.costs.v(k + 1), conf=conf))
     assert pol.choose() == 8  # a model draft picks its length itself, up to k_max
     assert not pol.stop_drafting([0.97, 0.97])  # sure so far: draft on
     assert pol.stop_drafting([0.97, 0.97, 0.97, 0.2])  # the next token is unlikely to survive an unsure one
@@ -236,42 +240,42 @@ def test_auto_model_draft_stops_at_an_unsure_token():
 
 
 def test_auto_learns_that_multi_token_verifies_cost_more_than_profiled():
-    pol = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
     for _ in range(20):
-        pol.observe(4, 4, 1e-5, 1.3 * pol.costs.v(5))  # speculative rounds 30% dearer than profiled
-        pol.observe(0, 0, 0.0, pol.costs.v(1))  # one-token steps as profiled
+        pol.observe(rnd(4, 4, 1e-5, 1.3 * pol.costs.v(5)))  # speculative rounds 30% dearer than profiled
+        pol.observe(rnd(0, 0, 0.0, pol.costs.v(1)))  # one-token steps as profiled
     assert 1.2 < pol.spec_bias < 1.4 and 0.9 < pol.scale < 1.1
     # the engine's next generation starts from what this one learned about the machine (not about the text)
-    nxt = AutoK(flat(), 1e-5, model_free=True, k_max=8)
+    nxt = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
     nxt.resume(pol.learned())
-    assert nxt.spec_bias == pol.spec_bias and sum(nxt.model.tried) == 0
-    assert nxt.model.pred_extra <= 8.0 and abs(nxt.model.calibration() - pol.model.calibration()) < 0.3
+    assert nxt.spec_bias == pol.spec_bias and sum(nxt.forecast.tried) == 0
+    assert nxt.forecast.pred_extra <= 8.0 and abs(nxt.forecast.calibration() - pol.forecast.calibration()) < 0.3
 
 
 def test_heuristic_policy():
-    h = HeuristicK(4, 1, 8)
-    h.observe(4, 4, 0, 0)
+    h = HeuristicPolicy(4, 1, 8)
+    h.observe(rnd(4, 4, 0, 0))
     assert h.choose() == 6
-    h.observe(6, 2, 0, 0)
+    h.observe(rnd(6, 2, 0, 0))
     assert h.choose() == 5
 
 
 def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
     # a cheap model draft that would pay on 2 cores if it were good (so it is worth probing), but its
     # catch-up over a 1000-token prompt (0.1 ms a token) costs more than 5% of a 128-token generation
-    pol = AutoK(steep(), 0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
+    pol = AutoPolicy(steep(), 0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
                 prompt_tokens=1000, max_new_tokens=128)
     assert pol.can_ever_win()
     ks = []
     for _ in range(120):
         k = pol.choose()
         ks.append(k)
-        pol.observe(k, 0, 0.0, pol.costs.v(k + 1), emitted=[1])
+        pol.observe(rnd(k, 0, 0.0, pol.costs.v(k + 1), emitted=[1]))
     assert max(ks) == 0
     pol.remaining, pol.lag = 100_000, 10  # a long generation with the draft nearly in step: worth a probe
     ks = []
     for _ in range(600):
         ks.append(pol.choose())
-        pol.observe(ks[-1], 0, 0.0, pol.costs.v(ks[-1] + 1), emitted=[1])
+        pol.observe(rnd(ks[-1], 0, 0.0, pol.costs.v(ks[-1] + 1), emitted=[1]))
         pol.lag = 10
     assert max(ks) == 1

@@ -12,11 +12,17 @@ from typing import Any
 
 from .errors import ConfigError
 
-BACKENDS = ("llama.cpp", "torch")
+BACKENDS = ("llama.cpp", "torch")  # each loaded by models/__init__.py
 DTYPES = ("float32", "bfloat16")  # torch backend weights
 DEVICES = ("cpu", "cuda")  # torch backend
 POLICIES = ("auto", "fixed", "heuristic", "confidence")
 FALLBACKS = ("plain", "error")
+
+
+def default_backend(kind: str) -> str:
+    """The backend for a model file of this kind (the store's "gguf" or "hf"): llama.cpp for GGUF files, torch
+    for Hugging Face folders."""
+    return "llama.cpp" if kind == "gguf" else "torch"
 
 
 def _check(ok: bool, field: str, value: Any, allowed: str) -> None:

@@ -15,15 +15,18 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .models.chat import encode_prompt
 from .config import GenerationConfig, LoadConfig
-from .spec.loop import decode
 from .errors import ContextOverflow, IncompatibleDraft, RyzansteinError
-from .models import Model, default_backend, load_model
-from .spec.policies import DraftLengthPolicy, FixedK, HeuristicK
-from .spec.proposers import ModelProposer, NgramProposer, Proposer
-from .spec.stats import GenerationStats, peak_rss_bytes
+from .machine import peak_rss_bytes
+from .models import Model, load_model
+from .models.chat import encode_prompt
 from .models.textstream import TextStream
+from .spec.auto_policy import AutoPolicy
+from .spec.costs import SpecCosts
+from .spec.loop import decode, stop_ids
+from .spec.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
+from .spec.proposers import ModelProposer, NgramProposer, Proposer
+from .spec.stats import GenerationStats
 
 
 @dataclass
@@ -57,14 +60,14 @@ class Generation:
         eng, cfg = self.engine, self.cfg
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         rng = np.random.default_rng(seed)
-        stats = GenerationStats(proposer=eng.proposer.name if eng.proposer else "none")
+        stats = GenerationStats(draft=eng.proposer.name if eng.proposer else "none")
         proposer, policy = eng._prepare_speculation(cfg, rng, stats, len(self.prompt_ids))
         text = TextStream(eng.target.tokenizer, cfg.stop)
-        stop_ids = frozenset() if cfg.ignore_eos else eng.target.tokenizer.special.stop_ids
+        stops = stop_ids(eng.target.tokenizer, cfg)
         tokens: list[int] = []
         for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy, self.clock):
             tokens.extend(out)
-            piece = text.add([t for t in out if t not in stop_ids])  # the EOS is generated, not shown
+            piece = text.add([t for t in out if t not in stops])  # the EOS is generated, not shown
             if piece:
                 yield piece
             if text.stopped:
@@ -75,13 +78,13 @@ class Generation:
         if text.stopped:  # cut after the token that completed the stop string
             tokens, reason = tokens[:text.n_ids_at_stop], "stop"
         else:
-            reason = "stop" if tokens and tokens[-1] in stop_ids else "length"
+            reason = "stop" if tokens and tokens[-1] in stops else "length"
         stats.num_tokens = len(tokens)
-        if hasattr(policy, "learned"):
-            eng.auto_learned = policy.learned()
-        if hasattr(policy, "predicted_speedup"):
-            stats.predicted_speedup = policy.predicted_speedup()
-            stats.predicted_tokens_per_s = policy.pred_tokens / policy.pred_time if policy.pred_time else 0.0
+        if policy is not None:
+            if (learned := policy.learned()) is not None:
+                eng.auto_learned = learned
+            if (prediction := policy.prediction()) is not None:
+                stats.predicted_speedup, stats.predicted_tokens_per_s = prediction
         stats.peak_rss_bytes = peak_rss_bytes()
         self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats)
 
@@ -93,81 +96,47 @@ class Generation:
 
 
 class Engine:
-    """A loaded target model, an optional proposer, and generation on top of them."""
+    """A loaded target model, an optional proposer, and generation on top of them.
 
-    auto_learned: dict | None = None  # costs policy auto learned in the last generation (adaptive.AutoK.learned)
+    `Engine(config)` (or LoadConfig fields as keywords) loads the models; `Engine.from_models(target, proposer)`
+    wraps models loaded elsewhere (tests, benchmarks sharing one target).
+    """
 
-    def __init__(self, config: LoadConfig | None = None, **kwargs) -> None:
-        self.config = config or LoadConfig(**kwargs)
-        c = self.config
-        self.target: Model = load_model(c.model, backend=c.backend, threads=c.threads, n_ctx=c.ctx_size,
-                                        dtype=c.dtype, device=c.device)
-        self.proposer: Proposer | None = build_proposer(c, self.target)
-        self.check_memory(GenerationConfig().k_max)
+    def __init__(self, config: LoadConfig | None = None, *, target: Model | None = None,
+                 proposer: Proposer | None = None, costs: SpecCosts | None = None, **kwargs) -> None:
+        self.config = c = config or LoadConfig(**kwargs)
+        loading = target is None
+        if loading:
+            target = load_model(c.model, backend=c.backend, threads=c.threads, n_ctx=c.ctx_size, dtype=c.dtype,
+                                device=c.device)
+            proposer = build_proposer(c, target)
+        self.target: Model = target
+        self.proposer: Proposer | None = proposer
+        # what policy auto plans with, each read or measured when a generation first needs it
+        self.costs = costs or SpecCosts(target, proposer and proposer.model, c.cost_profile)
+        self.auto_learned: dict | None = None  # what policy auto learned in the last generation (AutoPolicy.learned)
+        if loading:
+            self.check_memory(GenerationConfig().k_max)
 
     @classmethod
     def from_models(cls, target: Model, proposer: Proposer | None = None,
                     config: LoadConfig | None = None) -> "Engine":
         """An engine over models loaded elsewhere (tests, benchmarks sharing one target)."""
-        eng = cls.__new__(cls)
-        eng.config, eng.target, eng.proposer = config or LoadConfig(), target, proposer
-        return eng
+        return cls(config or LoadConfig(), target=target, proposer=proposer)
 
     def twin(self) -> "Engine":
-        """The same target and proposer in new KV caches (weights shared), with the cost profiles already
-        read: a second engine whose generations can run beside this one's (bench --lockstep)."""
-        eng = Engine.from_models(self.target.new_context(), self.proposer and self.proposer.twin(), self.config)
-        for attr in ("_costs", "_draft_prof", "_draft_cost"):
-            if hasattr(self, attr):
-                setattr(eng, attr, getattr(self, attr))
-        return eng
+        """The same target and proposer in new KV caches (weights shared), with the costs already read: a second
+        engine whose generations can run beside this one's (bench --lockstep)."""
+        target = self.target.new_context()
+        proposer = self.proposer and self.proposer.twin()
+        return Engine(self.config, target=target, proposer=proposer,
+                      costs=self.costs.over(target, proposer and proposer.model))
 
     def reset(self) -> None:
         """Empty the target's and the draft's caches: the next generation pays its own prefill."""
         self.target.reset()
         if self.proposer is not None:
             self.proposer.reset()
-
-    # costs (for policy auto) -------------------------------------------------------------------------------
-    def cost_profile(self):
-        """The target's v(n): from --cost-profile, the on-disk cache, or measured now (a few seconds)."""
-        if getattr(self, "_costs", None) is None:
-            from .spec.costs import load_file, profile_for
-
-            path = self.config.cost_profile
-            self._costs = load_file(path) if path else profile_for(self.target)
-        return self._costs
-
-    def _draft_profile(self):
-        """The model draft's own cost profile, read (or measured) once per engine."""
-        if getattr(self, "_draft_prof", None) is None:
-            from .spec.costs import profile_for
-
-            self._draft_prof = profile_for(self.proposer.model)
-        return self._draft_prof
-
-    def draft_token_cost_s(self) -> float:
-        """Seconds the proposer spends per drafted token (a model draft's own one-token forward)."""
-        if getattr(self, "_draft_cost", None) is None:
-            from .spec.costs import profile_for
-
-            costs = self.cost_profile()
-            if isinstance(self.proposer, ModelProposer) and costs.draft_ratio is not None:
-                self._draft_cost = costs.draft_ratio * costs.v(1)  # the profile's own machine
-            elif isinstance(self.proposer, ModelProposer):
-                # with a foreign target profile, keep the draft/target ratio measured here
-                mine = profile_for(self.target) if self.config.cost_profile else costs
-                self._draft_cost = self._draft_profile().v(1) * costs.v(1) / mine.v(1)
-            else:
-                self._draft_cost = 2e-5  # a prompt-lookup search; refined online
-        return self._draft_cost
-
-    def draft_prefill_token_cost_s(self) -> float:
-        """Seconds per token when a model draft catches up with many tokens at once (batched, from v(16))."""
-        if not isinstance(self.proposer, ModelProposer):
-            return 0.0
-        prof = self._draft_profile()
-        return prof.v(16) / 16 * self.draft_token_cost_s() / prof.v(1)
 
     # memory --------------------------------------------------------------------------------------------
     def target_memory_bytes(self) -> int:
@@ -219,30 +188,32 @@ class Engine:
         if self.proposer is None or cfg.k_max == 0 or cfg.k == 0:
             stats.policy = "none"
             return None, None
-        if isinstance(self.proposer, ModelProposer):
-            self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.p_min, rng)
-        policy = make_policy(cfg, self, prompt_tokens)
+        self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.p_min, rng)
+        policy = make_policy(cfg, self.costs, self.proposer.is_model_free, prompt_tokens, self.auto_learned)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
         return self.proposer, policy
 
     def close(self) -> None:
-        for m in (self.target, getattr(self.proposer, "model", None)):
+        for m in (self.target, self.proposer and self.proposer.model):
             if m is not None:
                 m.close()
 
 
-def make_policy(cfg: GenerationConfig, engine: Engine, prompt_tokens: int) -> DraftLengthPolicy:
-    """The draft-length policy a generation asked for."""
+def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, prompt_tokens: int,
+                learned: dict | None = None) -> DraftLengthPolicy:
+    """The draft-length policy a generation asked for; `auto` starts from what an earlier generation learned."""
     if cfg.policy == "fixed":
-        return FixedK(cfg.k if cfg.k is not None else 4)
+        return FixedPolicy(cfg.k if cfg.k is not None else 4)
     if cfg.policy == "heuristic":
-        return HeuristicK(cfg.k or 4, cfg.k_min, cfg.k_max)
+        return HeuristicPolicy(cfg.k or 4, cfg.k_min, cfg.k_max)
     if cfg.policy == "confidence":
-        return FixedK(cfg.k_max)  # the draft itself stops early under p_min
-    from .spec.auto_policy import AutoK
-
-    return AutoK.for_engine(engine, cfg, prompt_tokens)
+        return FixedPolicy(cfg.k_max)  # the draft itself stops early under p_min
+    policy = AutoPolicy(costs.target_profile(), costs.draft_token_s(), model_free, cfg.k_min, cfg.k_max,
+                        cfg.min_speedup, costs.draft_prefill_token_s(), prompt_tokens, cfg.max_new_tokens)
+    if learned:  # the engine's earlier generations already measured this machine and draft
+        policy.resume(learned)
+    return policy
 
 
 def build_proposer(c: LoadConfig, target: Model) -> Proposer | None:
@@ -256,16 +227,8 @@ def build_proposer(c: LoadConfig, target: Model) -> Proposer | None:
         if not 1 <= n < target.info.n_layers:
             raise RyzansteinError(f"invalid draft={c.draft!r}: self:N needs 1 <= N < {target.info.n_layers} "
                                   f"(the target's layer count)")
-        if target.info.backend == "torch":
-            return ModelProposer(target.truncated(n), name=c.draft, owns_weights=False)
-        from pathlib import Path
-
-        from .models.gguf_truncate import self_draft_path
-        from .models.llamacpp import LlamaCppModel
-
-        path = self_draft_path(Path(target.info.path), n, target.info.extra.get("sha256"))
-        draft = LlamaCppModel(path, name=c.draft, n_ctx=target.n_ctx, threads=target.info.threads)
-        return ModelProposer(draft, name=c.draft)
+        draft = target.truncated(n)  # a view of the target's weights, or a model of its own (llama.cpp)
+        return ModelProposer(draft, name=c.draft, owns_weights=not draft.shares_weights)
     backend = c.draft_backend or target.info.backend
     draft = load_model(c.draft, backend=backend, threads=c.threads, n_ctx=target.n_ctx, dtype=c.dtype,
                        device=c.device)

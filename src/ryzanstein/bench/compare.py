@@ -41,8 +41,8 @@ def _load(folder: Path, dtype):
 
 def run_compare(b: BenchConfig, target, prompts: list[dict], ids: dict[str, list[int]], drafts: list[str], ks: list) -> dict:
     """Time transformers' generate on every prompt; returns results["compare"]."""
-    try:  # optional (the compare extra) and slow to import: only for --compare
-        import torch
+    try:
+        import torch  # optional here (the compare extra) and seconds to import: only for --compare
         import transformers
     except ImportError as e:
         raise RyzansteinError(f"--compare needs transformers and torch ({e}): pip install 'ryzanstein[compare]'") from None

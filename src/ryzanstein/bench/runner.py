@@ -13,18 +13,15 @@ import shlex
 import sys
 import time
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import psutil
 
 from ..config import GenerationConfig, LoadConfig
 from ..engine import Engine, build_proposer
+from ..machine import cpu_flags, cpu_name, peak_rss_bytes, usable_cores
 from ..models import load_model
 from ..models.chat import encode_prompt
-from ..spec.costs import cpu_name
-from ..spec.proposers import ModelProposer
-from ..spec.stats import peak_rss_bytes
 from .compare import run_compare
 from .config import BenchConfig
 from .lockstep import StreamClocks, run_in_turn
@@ -65,22 +62,14 @@ def current_rss() -> int:
 
 
 def machine_info() -> dict:
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     versions = {"python": platform.python_version()}
     for pkg in ("ryzanstein", "numpy", "torch", "llama-cpp-python", "transformers", "accelerate", "matplotlib"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable,
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "usable_cores": usable_cores(),
             "cpu_flags": {f: f in flags for f in FLAGS}, "ram_bytes": int(psutil.virtual_memory().total),
             "platform": platform.platform(), "versions": versions}
 
@@ -148,11 +137,10 @@ def run_bench(b: BenchConfig) -> dict:
         engines[d] = eng
         memory["drafts"][d] = {"spec_overhead_bytes": eng.spec_memory_overhead_bytes(8),
                                "rss_after_load_bytes": after, "rss_delta_bytes": after - before}
-        models["drafts"][d] = (model_info(eng.proposer.model) if isinstance(eng.proposer, ModelProposer)
-                               else {"kind": d})
+        models["drafts"][d] = model_info(eng.proposer.model) if eng.proposer.model is not None else {"kind": d}
         if "auto" in ks:  # measure (or read) the cost profiles now, not inside a timed run
-            eng.cost_profile()
-            eng.draft_token_cost_s()
+            eng.costs.target_profile()
+            eng.costs.draft_token_s()
 
     # the engine each configuration runs on: one per draft, sharing the target; under --lockstep one per
     # configuration, each in KV caches of its own (a twin shares the weights and the cost profiles)
@@ -205,7 +193,7 @@ def run_bench(b: BenchConfig) -> dict:
         runs += sorted(block, key=lambda r: configs.index(_cfg(r, configs)))
     memory["peak_rss_bytes"] = max([peak_rss_bytes()] + [r["rss_bytes"] for r in runs])  # ru_maxrss lags a little
     for eng in engines.values():
-        if isinstance(eng.proposer, ModelProposer) and eng.proposer.owns_weights:
+        if eng.proposer is not None and eng.proposer.model is not None and eng.proposer.owns_weights:
             eng.proposer.model.close()
 
     results = {
@@ -236,8 +224,8 @@ def _cid(c: dict) -> str:
 
 def _kv_bytes(eng) -> int:
     """The KV caches an engine holds: its target's and a model draft's."""
-    p = eng.proposer
-    return eng.target.memory().kv_cache_bytes + (p.model.memory().kv_cache_bytes if isinstance(p, ModelProposer) else 0)
+    draft = eng.proposer and eng.proposer.model
+    return eng.target.memory().kv_cache_bytes + (draft.memory().kv_cache_bytes if draft is not None else 0)
 
 
 def _cfg(run: dict, configs: list[dict]) -> dict:

@@ -12,6 +12,9 @@ import math
 
 import numpy as np
 
+from ..spec.stats import mean_acceptance_length
+
+
 def geomean(xs: list[float]) -> float | None:
     xs = [x for x in xs if x > 0]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
@@ -62,7 +65,7 @@ def aggregate(runs: list[dict], plain: dict[tuple, dict]) -> dict:
         "speedup_min": min(ratios, default=None), "speedup_max": max(ratios, default=None),
         "decode_speedup_geomean": geomean(dec),
         "acceptance_rate": accepted / drafted if drafted else None,
-        "mean_acceptance_length": (accepted + rounds) / rounds if rounds else None,
+        "mean_acceptance_length": mean_acceptance_length(accepted, rounds),
         "acceptance_by_position": [a / d if d else 0.0 for a, d in zip(acc_pos, tried_pos)],
         "accepted_length_hist": _sum_lists([s["accepted_length_hist"] for s in st]),
         **{f"{k}": _median([s[k] for s in st if k in s])

@@ -35,7 +35,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     sys.stdout.write("\n")
     s = gen.result.stats
     if sys.stderr.isatty() or a.verbose:
-        spec = f", draft {s.proposer}: acceptance {s.acceptance_rate:.0%}, {s.mean_acceptance_length:.2f} tokens/forward" if s.spec_rounds else ""
+        spec = f", draft {s.draft}: acceptance {s.acceptance_rate:.0%}, {s.mean_acceptance_length:.2f} tokens/forward" if s.spec_rounds else ""
         print(f"[{s.num_tokens} tokens, {s.tokens_per_s:.1f} tok/s, ttft {s.ttft_s * 1000:.0f} ms{spec}]", file=sys.stderr)
     if s.fallback:
         print(f"warning: {s.fallback}; the rest was decoded without speculation", file=sys.stderr)

@@ -17,8 +17,8 @@ def add_parser(sub) -> None:
 
 def cmd_profile(a: argparse.Namespace) -> int:
     engine = Engine(load_config_from_args(a))
-    prof = engine.cost_profile()
-    draft_s = engine.draft_token_cost_s() if engine.proposer else 0.0
+    prof = engine.costs.target_profile()
+    draft_s = engine.costs.draft_token_s() if engine.proposer else 0.0
     if a.json:
         print(json.dumps({"target": prof.to_json(), "draft": engine.proposer.name if engine.proposer else None,
                           "draft_token_s": draft_s}))

@@ -28,10 +28,9 @@ def add_parser(sub) -> None:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    # fastapi, uvicorn and prometheus-client are the optional server extra: imported only to serve
-    import uvicorn
+    import uvicorn  # the optional server extra (with fastapi, prometheus-client): imported only to serve
 
-    from ..server.app import create_app
+    from ..server.app import create_app  # imports fastapi, the same extra
 
     cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key or None, max_queue=a.max_queue,
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy)

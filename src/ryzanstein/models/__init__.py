@@ -1,53 +1,59 @@
-"""Loading a model by name, .gguf path or Hugging Face folder, on the backend that fits."""
+"""Models: the `Model` interface (base.py), its backends (llamacpp.py, torch_model.py), GGUF conversion and
+truncation, the model store (store.py), and loading a model by name, .gguf path or Hugging Face folder.
+
+`config.BACKENDS` lists the backends and `config.default_backend` chooses one; `_LOADERS` below maps each name
+to the function that loads it. A new backend is a module here behind the same `Model` interface, its name in
+`BACKENDS` and its loader in `_LOADERS`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import BACKENDS, default_backend
 from ..errors import RyzansteinError
+from . import store
 from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+from .llamacpp import LlamaCppModel
 
-__all__ = ["load_model", "Model", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "default_backend"]
-
-
-def default_backend(kind: str) -> str:
-    """llama.cpp for GGUF files, torch for Hugging Face folders."""
-    return "llama.cpp" if kind == "gguf" else "torch"
+__all__ = ["load_model", "Model", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "hf_folder_for_gguf"]
 
 
 def load_model(spec: str, *, backend: str | None = None, threads: int | None = None, n_ctx: int | None = None,
                dtype: str = "float32", device: str = "cpu", auto_pull: bool = True) -> Model:
     """Load a known model name, a .gguf file or an HF folder; pull a known model first if it is missing."""
-    from . import store
-
     res = store.resolve(spec, auto_pull=auto_pull)
     backend = backend or default_backend(res.kind)
-    if backend == "llama.cpp":
-        if res.kind != "gguf":
-            raise RyzansteinError(f"the llama.cpp backend needs a .gguf file, {res.path} is a Hugging Face folder: "
-                                  "use --backend torch")
-        from .llamacpp import LlamaCppModel
-
-        model = LlamaCppModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
-        model.info.extra["sha256"] = res.sha256
-        return model
-    if backend != "torch":
-        raise RyzansteinError(f"unknown backend {backend!r}: use llama.cpp or torch")
-    from .torch_model import TorchModel
-
-    folder = res.path if res.kind == "hf" else hf_folder_for_gguf(res.path, res.sha256)
-    model = TorchModel.load(folder, name=res.name, n_ctx=n_ctx, dtype=dtype, device=device, threads=threads)
+    if backend not in _LOADERS:
+        raise RyzansteinError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
+    model = _LOADERS[backend](res, n_ctx=n_ctx, threads=threads, dtype=dtype, device=device)
     model.info.extra["sha256"] = res.sha256
     return model
 
 
+def _load_llamacpp(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
+                   device: str) -> Model:
+    if res.kind != "gguf":
+        raise RyzansteinError(f"the llama.cpp backend needs a .gguf file, {res.path} is a Hugging Face folder: "
+                              "use --backend torch")
+    return LlamaCppModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
+
+
+def _load_torch(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
+                device: str) -> Model:
+    from .torch_model import TorchModel  # imports torch (seconds): only for the torch backend
+
+    folder = res.path if res.kind == "hf" else hf_folder_for_gguf(res.path, res.sha256)
+    return TorchModel.load(folder, name=res.name, n_ctx=n_ctx, dtype=dtype, device=device, threads=threads)
+
+
+_LOADERS = {"llama.cpp": _load_llamacpp, "torch": _load_torch}  # one per name in config.BACKENDS
+
+
 def hf_folder_for_gguf(gguf: Path, sha256: str | None) -> Path:
     """A Hugging Face folder made from a GGUF once (dequantized weights + tokenizer), cached in the store."""
-    from . import store
-    from .gguf_convert import convert_gguf
+    from .gguf_convert import convert_gguf  # imports torch (seconds): only when a GGUF is converted
 
-    st = gguf.stat()
-    key = sha256[:16] if sha256 else f"{gguf.stem}-{st.st_size}-{int(st.st_mtime)}"
-    out = store.home() / "converted" / key
+    out = store.home() / "converted" / store.cache_key(gguf, sha256)
     if not (out / "config.json").exists():
         convert_gguf(gguf, out)
     return out

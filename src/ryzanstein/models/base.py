@@ -3,6 +3,8 @@
 The decoding loop only ever talks to `Model` and `Tokenizer`: it never learns which backend runs the forward.
 A model's KV cache holds `tokens` (one entry per cached position); `forward` appends to it, `truncate` rolls
 it back. Rolling back then re-forwarding must give the same logits as never having gone forward.
+A backend implements `_forward`, `_truncate`, `memory`, `vocab_size`, and may offer `new_context` (another KV
+cache over the same weights) and `truncated` (its first N layers: the `self:N` draft).
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from ..errors import ContextOverflow, RyzansteinError
 
 
 @dataclass(frozen=True)
@@ -115,8 +119,6 @@ class Model(ABC):
         if n == 0:
             raise ValueError("forward needs at least one token")
         if self.pos + n > self.n_ctx:
-            from ..errors import ContextOverflow
-
             raise ContextOverflow(
                 f"context full: {self.pos} cached + {n} new tokens > context size {self.n_ctx}; "
                 "use a shorter prompt or a larger --ctx-size"
@@ -136,11 +138,29 @@ class Model(ABC):
     def reset(self) -> None:
         self.truncate(0)
 
+    def reuse_prefix(self, tokens: Sequence[int]) -> int:
+        """Keep the cached positions shared with `tokens`, at most all but its last token (whose logits the
+        caller needs), and drop the rest; return how many were kept."""
+        cached, n = self.tokens, 0
+        limit = min(len(cached), len(tokens) - 1)
+        while n < limit and cached[n] == tokens[n]:
+            n += 1
+        self.truncate(n)
+        return n
+
     def new_context(self) -> "Model":
         """Another KV cache over the same weights, for generations run side by side (bench --lockstep)."""
-        from ..errors import RyzansteinError
-
         raise RyzansteinError(f"the {self.info.backend} backend cannot open a second context on one model")
+
+    def truncated(self, n_layers: int) -> "Model":
+        """The first `n_layers` blocks of this model (+ its final norm and LM head), with a KV cache of its own:
+        the `self:N` draft."""
+        raise RyzansteinError(f"the {self.info.backend} backend cannot make a layer-truncated self-draft")
+
+    @property
+    def shares_weights(self) -> bool:
+        """Whether these weights belong to another Model (a view, or a second context): not ours to count."""
+        return "shares_weights_with" in self.info.extra
 
     def close(self) -> None:
         """Free backend resources (optional)."""

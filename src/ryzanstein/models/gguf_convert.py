@@ -17,13 +17,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import tokenizers
 import torch
 from safetensors.torch import save_file
 
+from ..config import DTYPES
 from ..errors import RyzansteinError
 
 ARCHS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # GGUF tensor names -> Hugging Face names (llama and qwen2 use the same ones).
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
@@ -70,7 +71,7 @@ def unpermute_rope(w: np.ndarray, n_head: int) -> np.ndarray:
 def convert_gguf(gguf_path: str | Path, out_folder: str | Path, *, dtype: str = "float32",
                  shard_bytes: int = 2 << 30) -> Path:
     """Make (once) an HF-style folder from a GGUF; returns `out_folder`. Reuses it if it is already there."""
-    import gguf  # only needed here
+    import gguf  # ~0.2 s to import: only when converting
 
     gguf_path, out = Path(gguf_path), Path(out_folder)
     if (out / "config.json").is_file():
@@ -85,7 +86,7 @@ def convert_gguf(gguf_path: str | Path, out_folder: str | Path, *, dtype: str = 
     try:
         reader = gguf.GGUFReader(gguf_path)
         config = _hf_config(reader, dtype)
-        _write_weights(reader, config, tmp, DTYPES[dtype], shard_bytes)
+        _write_weights(reader, config, tmp, getattr(torch, dtype), shard_bytes)
         _write_tokenizer(gguf_path, reader, config, tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         try:
@@ -156,7 +157,7 @@ def _write_weights(reader, config: dict, folder: Path, dtype: torch.dtype, shard
 
     Shards keep the peak memory near one shard, not the whole model (a 1.5B model is 6 GB in float32).
     """
-    from gguf.quants import dequantize
+    from gguf.quants import dequantize  # as above: only when converting
 
     n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
     permuted = {"attn_q": n_head, "attn_k": n_kv} if config["model_type"] == "llama" else {}
@@ -192,8 +193,7 @@ def _write_weights(reader, config: dict, folder: Path, dtype: torch.dtype, shard
 
 def _write_tokenizer(gguf_path: Path, reader, config: dict, folder: Path) -> None:
     """tokenizer.json + tokenizer_config.json + generation_config.json, special ids taken from the GGUF."""
-    import tokenizers
-    from transformers import AutoTokenizer  # slow to import: only when converting
+    from transformers import AutoTokenizer  # seconds to import: only when converting
 
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, local_files_only=True)
     tok.save_pretrained(str(folder))

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 from ..errors import RyzansteinError
+from . import store
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
@@ -34,7 +35,7 @@ def _field_value(reader, key: str):
 
 def truncate_gguf(src: Path, dst: Path, n_layers: int) -> Path:
     """Write `dst`: `src` with only blocks 0..n_layers-1 (plus every non-block tensor); returns `dst`."""
-    import gguf
+    import gguf  # ~0.2 s to import: only when a self-draft is first written
 
     src, dst = Path(src), Path(dst)
     reader = gguf.GGUFReader(src, "r")
@@ -98,23 +99,10 @@ def _copy_fields(reader, writer, gguf, arch: str, n_blocks: int, n_layers: int) 
         writer.add_key_value(field.name, value, vtype, sub_type=sub_type)
 
 
-def _home() -> Path:
-    try:
-        from . import store
-    except ImportError:  # pragma: no cover - the store module is always there in a full install
-        return Path(os.environ.get("RYZANSTEIN_HOME") or Path.home() / ".cache" / "ryzanstein").expanduser()
-    return store.home()
-
-
 def self_draft_path(src: Path, n_layers: int, sha256: str | None) -> Path:
     """The cached N-layer self-draft of `src` under `home()/selfdraft/`, made on first use."""
     src = Path(src)
-    if sha256:
-        key = sha256[:16]
-    else:
-        st = src.stat()
-        key = f"{src.stem}-{st.st_size}-{int(st.st_mtime)}"
-    out = _home() / "selfdraft" / f"{key}-L{n_layers}.gguf"
+    out = store.home() / "selfdraft" / f"{store.cache_key(src, sha256)}-L{n_layers}.gguf"
     if not out.is_file():
         truncate_gguf(src, out, n_layers)
     return out

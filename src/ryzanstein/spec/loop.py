@@ -13,24 +13,20 @@ import numpy as np
 
 from ..config import GenerationConfig
 from ..errors import RyzansteinError
-from ..models.base import Model
+from ..models.base import Model, Tokenizer
 from .acceptance_rules import accept_greedy, accept_sampling
 from .policies import DraftLengthPolicy
 from .proposers import EMPTY, Proposer
+from .round import Round
 from .sampling import pick, probs_from_logits
 from .stats import GenerationStats
 
 log = logging.getLogger("ryzanstein")
 
 
-def reuse_prefix(model: Model, prompt: list[int]) -> int:
-    """Keep the cached positions shared with `prompt` (at most all but its last token); return how many."""
-    cached, n = model.tokens, 0
-    limit = min(len(cached), len(prompt) - 1)
-    while n < limit and cached[n] == prompt[n]:
-        n += 1
-    model.truncate(n)
-    return n
+def stop_ids(tokenizer: Tokenizer, cfg: GenerationConfig) -> frozenset[int]:
+    """The token ids that end a generation: the model's end-of-generation ids, none with ignore_eos."""
+    return frozenset() if cfg.ignore_eos else tokenizer.special.stop_ids
 
 
 def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.random.Generator,
@@ -40,12 +36,12 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end.
 
     `clock` times everything the stats and the policy see; a benchmark that interleaves generations gives
-    each one a clock that runs only during its own steps (lockstep.StreamClocks).
+    each one a clock that runs only during its own steps (bench/lockstep.py StreamClocks).
     """
-    stop_ids = frozenset() if cfg.ignore_eos else target.tokenizer.special.stop_ids
+    stops = stop_ids(target.tokenizer, cfg)
     t0 = clock()
     stats.prompt_tokens = len(prompt)
-    stats.cached_prompt_tokens = reuse_prefix(target, prompt)
+    stats.cached_prompt_tokens = target.reuse_prefix(prompt)
     logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
     token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, rng)
     stats.prefill_s = stats.ttft_s = clock() - t0
@@ -55,7 +51,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     yield [token]
     t_decode = clock()
     t0 = None
-    while token not in stop_ids and emitted < cfg.max_new_tokens and target.pos < target.n_ctx:
+    while token not in stops and emitted < cfg.max_new_tokens and target.pos < target.n_ctx:
         if policy is not None and t0 is not None:
             policy.observe_wall(clock() - t0)  # the last round, the caller's work on its output included
         t0 = clock()
@@ -66,8 +62,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         draft = shadow = EMPTY
         if want > 0:
             try:
-                stop = policy.stop_drafting if k and not proposer.is_model_free else None
-                draft = proposer.propose(context, want, stop) if stop else proposer.propose(context, want)
+                draft = proposer.propose(context, want, policy.stop_drafting if k else None)
             except Exception as e:  # a failing draft must never cost the user their generation
                 if cfg.fallback == "error":
                     raise RyzansteinError(f"draft {proposer.name} failed: {type(e).__name__}: {e}") from e
@@ -80,22 +75,23 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         base = target.pos
         logits = target.forward([token] + draft.tokens)  # (K+1, V): the one verification forward
         if cfg.greedy:
-            n_acc, token = accept_greedy(draft.tokens, logits.argmax(axis=-1))
+            num_accepted, token = accept_greedy(draft.tokens, logits.argmax(axis=-1))
         else:
             p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
-            n_acc, token = accept_sampling(draft.tokens, draft.probs, p, rng)
-        target.truncate(base + 1 + n_acc)  # drop the rejected drafts' KV rows
+            num_accepted, token = accept_sampling(draft.tokens, draft.probs, p, rng)
+        target.truncate(base + 1 + num_accepted)  # drop the rejected drafts' KV rows
         t2 = clock()
-        out = draft.tokens[:n_acc] + [token]
+        out = draft.tokens[:num_accepted] + [token]
         for i, t in enumerate(out):  # EOS inside the accepted prefix ends the output there
-            if t in stop_ids:
+            if t in stops:
                 out, token = out[:i + 1], t
                 break
         context.extend(out)
         emitted += len(out)
         stats.num_tokens = emitted
-        stats.observe_round(len(draft.tokens), n_acc, len(out), t1 - t0, t2 - t1, clock() - t0)
+        r = Round(len(draft.tokens), num_accepted, out, t1 - t0, t2 - t1, clock() - t0, shadow.tokens, draft.conf)
+        stats.observe(r)
         if policy is not None:
-            policy.observe(len(draft.tokens), n_acc, t1 - t0, t2 - t1, shadow.tokens, out, draft.conf)
+            policy.observe(r)
         stats.decode_s = clock() - t_decode
         yield out

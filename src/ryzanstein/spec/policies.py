@@ -1,32 +1,45 @@
-"""Draft-length policies: how many tokens to draft before the next verifying forward.
+"""Draft-length policies: how many tokens to draft (K) before the next verifying forward.
 
-A policy lives beside the loop, its state per generation: `choose()` before a round, `observe()` after.
+A policy lives beside the loop, its state per generation: `choose()` before a round, `observe(round)` after.
+`fixed` and `heuristic` are here; `auto`, which plans from this machine's measured costs, is auto_policy.py.
 """
 from __future__ import annotations
+
+from .round import Round
 
 
 class DraftLengthPolicy:
     name = "policy"
-    stop_drafting = None  # or f(confidences so far) -> bool, asked by a model draft after each token
 
     def choose(self) -> int:
+        """K for the next round (0 = a plain decoding step)."""
         raise NotImplementedError
 
     def shadow_k(self) -> int:
         """Tokens to propose without verifying them when choose() said 0 (to watch a free draft)."""
         return 0
 
-    def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None,
-                conf: list[float] | None = None) -> None:
-        """After a round: k drafts verified, num_accepted kept; `shadow` = an unverified draft, if any;
-        `conf` = a model draft's probability for each token it proposed."""
+    def stop_drafting(self, conf: list[float]) -> bool:
+        """Asked by a model draft after each token it drafts, with its confidence in each so far: stop here?"""
+        return False
+
+    def observe(self, r: Round) -> None:
+        """After a round: what it verified, accepted and emitted, and how long it took."""
 
     def observe_wall(self, wall_s: float) -> None:
         """The previous round's wall time, from its start to the next round's start."""
 
+    def prediction(self) -> tuple[float, float] | None:
+        """(speedup over plain decoding, decode tokens/s) this policy predicted for the rounds it chose, or
+        None for a policy that predicts nothing."""
+        return None
 
-class FixedK(DraftLengthPolicy):
+    def learned(self) -> dict | None:
+        """What this generation learned about the machine and the draft, for the engine's next generation."""
+        return None
+
+
+class FixedPolicy(DraftLengthPolicy):
     """Always draft k tokens (k = 0 is plain decoding)."""
 
     def __init__(self, k: int) -> None:
@@ -37,7 +50,7 @@ class FixedK(DraftLengthPolicy):
         return self.k
 
 
-class HeuristicK(DraftLengthPolicy):
+class HeuristicPolicy(DraftLengthPolicy):
     """The common +2/-1 rule: k += 2 after a fully accepted draft, else k -= 1 (transformers' default)."""
 
     name = "heuristic"
@@ -48,9 +61,7 @@ class HeuristicK(DraftLengthPolicy):
     def choose(self) -> int:
         return self.k
 
-    def observe(self, k: int, num_accepted: int, draft_s: float, verify_s: float,
-                shadow: list[int] | None = None, emitted: list[int] | None = None,
-                conf: list[float] | None = None) -> None:
-        if k == 0:
+    def observe(self, r: Round) -> None:
+        if r.k == 0:
             return
-        self.k = min(self.k + 2, self.k_max) if num_accepted == k else max(self.k - 1, self.k_min)
+        self.k = min(self.k + 2, self.k_max) if r.num_accepted == r.k else max(self.k - 1, self.k_min)

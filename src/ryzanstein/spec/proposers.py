@@ -1,9 +1,10 @@
-"""Proposers (drafters): guess the next k tokens cheaply so the target can check them in one forward.
+"""Proposers: guess the next k tokens cheaply (the draft) so the target can check them in one forward.
 
-`propose(context, k) -> Draft`. `context` is every token so far (prompt + output); its last token is the one
-the target has not cached yet. A Draft carries the distributions its tokens were sampled from (`probs`), or
-None for a model-free draft, which the acceptance rule treats as one-hot; a model draft also gives its
-probability for each token it proposed (`conf`), and takes a `stop(conf so far) -> bool` rule from the policy.
+`propose(context, k, stop=None) -> Draft`. `context` is every token so far (prompt + output); its last token is
+the one the target has not cached yet. A Draft carries the distributions its tokens were sampled from
+(`probs`), or None for a model-free draft, which the acceptance rule treats as one-hot; a model draft also
+gives its probability for each token it proposed (`conf`) and asks `stop(conf so far) -> bool`, the policy's
+rule, after each token (a model-free proposer has no confidence to ask with, and ignores it).
 """
 from __future__ import annotations
 
@@ -27,12 +28,25 @@ class Draft:
 EMPTY = Draft([])
 
 
+StopRule = Callable[[list[float]], bool]  # the draft's confidences so far -> stop drafting now?
+
+
 class Proposer(ABC):
     name: str = "proposer"
-    is_model_free: bool = True
+    model: Model | None = None  # the draft model, for a proposer that has one
+
+    @property
+    def is_model_free(self) -> bool:
+        """No draft model: the draft has no distributions (one-hot q) and no confidences."""
+        return self.model is None
 
     @abstractmethod
-    def propose(self, context: list[int], k: int) -> Draft: ...
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+        """At most k draft tokens to follow `context`."""
+
+    def configure(self, temperature: float, top_k: int, top_p: float, p_min: float,
+                  rng: np.random.Generator | None) -> None:
+        """Per-generation sampling settings (a model draft samples as the target does)."""
 
     def memory_bytes(self) -> int:
         """Memory speculation adds for this proposer (weights it owns + its KV cache)."""
@@ -49,8 +63,6 @@ class Proposer(ABC):
 class NgramProposer(Proposer):
     """Prompt lookup: find the most recent earlier occurrence of the longest suffix (ngram_max down to
     ngram_min tokens) of the context, and propose the tokens that followed it."""
-
-    is_model_free = True
 
     def __init__(self, ngram_min: int = 1, ngram_max: int = 4) -> None:
         self.ngram_min, self.ngram_max = ngram_min, ngram_max
@@ -74,7 +86,7 @@ class NgramProposer(Proposer):
         self._buf += np.asarray(context[n:], dtype=np.int32).tobytes()
         return self._buf
 
-    def propose(self, context: list[int], k: int) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
         if k <= 0:
             return EMPTY
         # Search the int32 bytes of the context with bytes.rfind (C speed); a hit must be 4-byte aligned.
@@ -100,8 +112,6 @@ class ModelProposer(Proposer):
     last token" is just one more token to feed here.
     """
 
-    is_model_free = False
-
     def __init__(self, model: Model, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  p_min: float = 0.0, rng: np.random.Generator | None = None, name: str | None = None,
                  owns_weights: bool = True) -> None:
@@ -116,19 +126,14 @@ class ModelProposer(Proposer):
         self.temperature, self.top_k, self.top_p, self.p_min = temperature, top_k, top_p, p_min
         self.rng = rng or np.random.default_rng()
 
-    def propose(self, context: list[int], k: int, stop: Callable[[list[float]], bool] | None = None) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
         m = self.model
         if k <= 0:
             return EMPTY
         k = min(k, m.n_ctx - len(context))  # the draft cache must hold context + k - 1 drafts
         if k <= 0:
             return EMPTY
-        cached = m.tokens
-        lcp = 0
-        limit = min(len(cached), len(context) - 1)  # always feed at least the last token: we need its logits
-        while lcp < limit and cached[lcp] == context[lcp]:
-            lcp += 1
-        m.truncate(lcp)
+        lcp = m.reuse_prefix(context)  # always feeds at least the last token: we need its logits
         logits = m.forward(context[lcp:], last_only=True)[0]
         tokens: list[int] = []
         rows: list[np.ndarray] = []

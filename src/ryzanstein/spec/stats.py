@@ -1,22 +1,22 @@
-"""One stats dataclass per generation, mergeable across generations.
+"""One stats dataclass per generation, fed one Round at a time by the decode loop.
 
-Vocabulary (as in vLLM): a round is one target forward over [last token + K drafts]; it emits the accepted
-drafts plus one recovered or bonus token. `mean_acceptance_length` = tokens emitted per target forward,
-including that recovered/bonus token, so plain decoding scores exactly 1.0.
+Vocabulary (as in vLLM, see spec/__init__.py): a round is one target forward over [last token + K drafts]; it
+emits the accepted drafts plus one recovered or bonus token. `mean_acceptance_length` = tokens emitted per
+target forward, including that recovered/bonus token, so plain decoding scores exactly 1.0.
 """
 from __future__ import annotations
 
-import resource
-import sys
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .round import Round
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(kb if sys.platform == "darwin" else kb * 1024)
+
+def mean_acceptance_length(num_accepted: int, rounds: int) -> float | None:
+    """Tokens emitted per target forward: (accepted + one recovered or bonus token a round) / rounds; None
+    without a round."""
+    return (num_accepted + rounds) / rounds if rounds else None
 
 
 def _grow(xs: list[int], n: int) -> None:
@@ -48,13 +48,14 @@ class GenerationStats:
     target_memory_bytes: int = 0
     spec_memory_overhead_bytes: int = 0  # draft weights + draft KV + extra target KV rows
     fallback: str | None = None  # why speculation was switched off mid-generation, if it was
-    proposer: str = "none"
+    draft: str = "none"  # the drafter (LoadConfig.draft's proposer, by name), "none" without one
     policy: str = "none"
     generations: int = 1
 
-    def observe_round(self, k: int, num_accepted: int, n_emitted: int, draft_s: float, verify_s: float,
-                      round_s: float) -> None:
-        """Record one target forward that scored k drafts and accepted num_accepted of them."""
+    def observe(self, r: Round) -> None:
+        """Record one target forward that verified r.k drafts and accepted r.num_accepted of them."""
+        k, num_accepted, n_emitted = r.k, r.num_accepted, len(r.emitted)
+        draft_s, verify_s, round_s = r.draft_s, r.verify_s, r.round_s
         self.rounds += 1
         self.k_per_round.append(k)
         self.draft_s += draft_s
@@ -75,25 +76,6 @@ class GenerationStats:
             self.accepted_per_position[i] += 1
         self.accepted_length_hist[num_accepted] += 1
 
-    def merge(self, other: "GenerationStats") -> "GenerationStats":
-        """Totals of two generations (lists add position-wise, latencies concatenate)."""
-        out = GenerationStats(**asdict(self))
-        for name in ("prompt_tokens", "cached_prompt_tokens", "num_tokens", "prefill_s", "decode_s", "ttft_s",
-                     "rounds", "spec_rounds", "num_draft_tokens", "num_accepted", "draft_s", "verify_s",
-                     "spec_memory_overhead_bytes", "generations"):
-            setattr(out, name, getattr(self, name) + getattr(other, name))
-        for name in ("accepted_per_position", "drafted_per_position", "accepted_length_hist"):
-            a, b = list(getattr(self, name)), getattr(other, name)
-            _grow(a, len(b))
-            setattr(out, name, [x + (b[i] if i < len(b) else 0) for i, x in enumerate(a)])
-        out.k_per_round = self.k_per_round + other.k_per_round
-        out.token_latencies_s = self.token_latencies_s + other.token_latencies_s
-        out.peak_rss_bytes = max(self.peak_rss_bytes, other.peak_rss_bytes)
-        out.target_memory_bytes = max(self.target_memory_bytes, other.target_memory_bytes)
-        out.spec_memory_overhead_bytes = max(self.spec_memory_overhead_bytes, other.spec_memory_overhead_bytes)
-        out.fallback = self.fallback or other.fallback
-        return out
-
     # derived ----------------------------------------------------------------------------------------------
     @property
     def acceptance_rate(self) -> float:
@@ -101,7 +83,7 @@ class GenerationStats:
 
     @property
     def mean_acceptance_length(self) -> float:
-        return (self.num_accepted + self.rounds) / self.rounds if self.rounds else 0.0
+        return mean_acceptance_length(self.num_accepted, self.rounds) or 0.0
 
     @property
     def acceptance_by_position(self) -> list[float]:

@@ -1,0 +1,18 @@
+"""What one round did, as the decode loop hands it to the stats and to the draft-length policy."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)  # made every round: a plain __init__, no frozen-dataclass overhead
+class Round:
+    """One target forward over [last token + K draft tokens] and its outcome."""
+
+    k: int  # draft tokens verified (0: a plain decoding step)
+    num_accepted: int  # of them, accepted
+    emitted: list[int]  # tokens the round emitted: the accepted ones + a recovered or bonus token (cut at a stop id)
+    draft_s: float  # seconds the proposer took
+    verify_s: float  # seconds of the target forward, the acceptance rule and the KV rollback
+    round_s: float = 0.0  # seconds of the whole round, start to emitted tokens
+    shadow: list[int] = field(default_factory=list)  # a draft proposed, not verified (K = 0): the policy scores it
+    conf: list[float] | None = None  # a model draft's probability for each token it proposed
