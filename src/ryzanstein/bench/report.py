@@ -56,7 +56,8 @@ def details(summary: dict) -> str:
 
 def auto_vs_fixed(summary: dict) -> str:
     """Per category and temperature, for each draft: auto against plain and against the best fixed K, and
-    auto's own predicted decode speedup next to the measured one (the adaptive-K issue's three bars)."""
+    auto's own predicted decode speedup next to the measured one: never slower than plain, the best fixed K's
+    gain where speculation pays, and a prediction near what was measured."""
     rows = []
     for auto in (c for c in summary["configs"] if c["k"] == "auto"):
         fixed = [c for c in summary["configs"] if c["draft"] == auto["draft"] and isinstance(c["k"], int)
@@ -170,7 +171,7 @@ def divergences(results: dict) -> str:
     if not rows:
         return "Every greedy speculative run produced exactly plain decoding's tokens."
     return ("Greedy runs whose tokens differ from plain's (near-tie logits differ between batched and one-token "
-            "kernels; see machine.md). The gap is the target's top-1 minus top-2 logit where plain decoding took that "
+            "kernels). The gap is the target's top-1 minus top-2 logit where plain decoding took that "
             "token:\n\n" + table(["prompt", "config", "first differing token", "tokens", "top-2 logit gap"], rows))
 
 
@@ -205,7 +206,7 @@ def render(results: dict, out: Path, plots: bool = True) -> str:
         "## Headline", "", headline(summary), "",
         "Speedup = tokens/s of the configuration over plain decoding's tokens/s on the same prompt, seed and "
         "temperature (tokens/s counts emitted tokens over prefill + decode time); every run starts from an empty "
-        "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = the adaptive policy."
+        "KV cache. `draft:kK` = fixed draft length K; `draft:auto` = policy auto, which chooses K every round."
         + (" Lockstep: a prompt's configurations advanced one target forward each in turn, each in its own KV "
            "caches and timed on its own clock." if run.get("lockstep") else ""), "",
         "## All configurations", "", details(summary), "",
@@ -241,7 +242,7 @@ def make_plots(results: dict, summary: dict, out: Path) -> list[str]:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # after choosing the file-only Agg backend
     except ImportError:
         return []
 
