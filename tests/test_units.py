@@ -54,6 +54,13 @@ def test_load_config_errors(kwargs, message):
     assert message in str(e.value)
 
 
+def test_every_backend_the_config_allows_has_a_loader():
+    from ryzanstein.config import BACKENDS
+    from ryzanstein.models import _LOADERS
+
+    assert set(_LOADERS) == set(BACKENDS)  # a new backend joins both, or neither
+
+
 def test_config_is_frozen_and_explicit_k_means_fixed():
     cfg = GenerationConfig(k=3)
     assert cfg.policy == "fixed"
