@@ -1,0 +1,302 @@
+/* One forward of a Llama / Qwen2 transformer over repacked weights, and the parallel matmul driver.
+ *
+ * Long inputs go through in passes of RZ_CHUNK rows; within a pass every matmul reads each weight chunk from
+ * memory once and applies it to all rows (row tiles of <= 8 reuse it from cache). Threads split output
+ * columns (16-row weight groups), never the reduction, and every row's arithmetic is independent of the
+ * other rows: a token's logits are the same bits whether it is forwarded alone, among others, in any pass
+ * boundary, on any thread count, or after a rollback (a rollback is a position move; the cache rows past
+ * it are overwritten by the next forward before anything reads them).
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+/* ---- parallel matmul -------------------------------------------------------------------------------- */
+#define WORK_BYTES (48 << 10)  /* weights per work unit: stays in L2 while the row tiles reuse it */
+
+typedef struct {
+    const rz_isa *isa;
+    const rz_mm *mm;
+    int count;
+    int per_unit[4], units[4], first[5];
+    atomic_int next;
+} mm_job;
+
+static void mm_worker(void *varg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    mm_job *j = varg;
+    const int total = j->first[j->count];
+    for (;;) {
+        int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= total) break;
+        int i = 0;
+        while (u >= j->first[i + 1]) i++;
+        const rz_mm *m = &j->mm[i];
+        int g0 = (u - j->first[i]) * j->per_unit[i];
+        int g1 = g0 + j->per_unit[i];
+        if (g1 > m->w->groups) g1 = m->w->groups;
+        rz_kernel k = rz_kernel_for(j->isa, m->w->type);
+        for (int t = 0; t < m->a->tiles; t++) k(m->w, g0, g1, m->a, t, m->out, m->ldo);
+    }
+}
+
+void rz_matmul(rz_pool *pool, const rz_isa *isa, const rz_mm *mm, int count) {
+    mm_job j;
+    memset(&j, 0, sizeof j);
+    j.isa = isa;
+    j.mm = mm;
+    j.count = count;
+    int nth = rz_pool_threads(pool);
+    for (int i = 0; i < count; i++) {
+        int per = (int)(WORK_BYTES / mm[i].w->group_bytes);
+        per = per < 1 ? 1 : per;
+        /* at least ~4 units per thread so a stalled thread's share is picked up by the others */
+        int cap = mm[i].w->groups / (4 * nth);
+        if (cap >= 1 && per > cap) per = cap;
+        j.per_unit[i] = per;
+        j.units[i] = (mm[i].w->groups + per - 1) / per;
+        j.first[i + 1] = j.first[i] + j.units[i];
+    }
+    atomic_init(&j.next, 0);
+    rz_pool_run(pool, mm_worker, &j);
+}
+
+/* ---- context ---------------------------------------------------------------------------------------- */
+static void *zalloc(size_t bytes) {
+    void *p = aligned_alloc(RZ_ALIGN, (bytes + RZ_ALIGN - 1) / RZ_ALIGN * RZ_ALIGN + RZ_ALIGN);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer) {
+    memset(c, 0, sizeof *c);
+    c->m = m;
+    c->n_ctx = n_ctx;
+    c->n_layer = n_layer;
+    c->kv_dim = m->n_head_kv * m->head_dim;
+    c->kt_stride = (n_ctx + 63) & ~63;  /* reads run in 64-position blocks */
+    c->kc = zalloc((size_t)n_layer * c->kt_stride * c->kv_dim * 2);
+    c->vc = zalloc((size_t)n_layer * n_ctx * c->kv_dim * 2);
+    int half = m->head_dim / 2;
+    c->rope = zalloc((size_t)n_ctx * half * 2 * sizeof(float));
+    size_t R = RZ_CHUNK;
+    c->x = zalloc(R * m->dim * 4);
+    c->xn = zalloc(R * m->dim * 4);
+    c->q = zalloc(R * m->n_head * m->head_dim * 4);
+    c->k = zalloc(R * c->kv_dim * 4);
+    c->v = zalloc(R * c->kv_dim * 4);
+    c->att = zalloc(R * m->n_head * m->head_dim * 4);
+    c->tmp = zalloc(R * m->dim * 4);
+    c->gate = zalloc(R * m->ffn * 4);
+    c->up = zalloc(R * m->ffn * 4);
+    int group = m->n_head / m->n_head_kv;
+    c->scratch_stride = (size_t)group * ((n_ctx + 63) & ~63) + 64;
+    c->scratch = zalloc(c->scratch_stride * rz_pool_threads(m->pool) * 4);
+    rz_act_init(&c->act);
+    int big = m->ffn > m->dim ? m->ffn : m->dim;
+    if (m->n_head * m->head_dim > big) big = m->n_head * m->head_dim;
+    if (!c->kc || !c->vc || !c->rope || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->tmp ||
+        !c->gate || !c->up || !c->scratch || rz_act_reserve(&c->act, RZ_CHUNK, big) != 0) {
+        rz_ctx_free(c);
+        return -1;
+    }
+    for (int p = 0; p < n_ctx; p++)
+        for (int i = 0; i < half; i++) {
+            double theta = (double)p * pow((double)m->rope_base, -2.0 * i / m->head_dim);
+            c->rope[((size_t)p * half + i) * 2] = (float)cos(theta);
+            c->rope[((size_t)p * half + i) * 2 + 1] = (float)sin(theta);
+        }
+    return 0;
+}
+
+void rz_ctx_free(rz_ctx *c) {
+    free(c->kc);
+    free(c->vc);
+    free(c->rope);
+    free(c->x);
+    free(c->xn);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->tmp);
+    free(c->gate);
+    free(c->up);
+    free(c->scratch);
+    rz_act_free(&c->act);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- the pieces --------------------------------------------------------------------------------------- */
+static void rope_rows(const rz_ctx *c, float *x, int n, int n_heads, int pos0) {
+    const rz_model *m = c->m;
+    const int hd = m->head_dim, half = hd / 2, stride = n_heads * hd;
+    for (int i = 0; i < n; i++) {
+        const float *cs = c->rope + (size_t)(pos0 + i) * half * 2;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)i * stride + h * hd;
+            for (int j = 0; j < half; j++) {
+                int a = m->rope_neox ? j : 2 * j, b = m->rope_neox ? j + half : 2 * j + 1;
+                float x0 = v[a], x1 = v[b], co = cs[2 * j], si = cs[2 * j + 1];
+                v[a] = x0 * co - x1 * si;
+                v[b] = x0 * si + x1 * co;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const rz_ctx *c;
+    rz_attn a;
+    int n;
+    atomic_int next;
+} attn_job;
+
+static void attn_worker(void *varg, int ith, int nth) {
+    (void)nth;
+    attn_job *j = varg;
+    const int nkv = j->a.n_head_kv, total = nkv * j->n;
+    float *scratch = j->c->scratch + j->c->scratch_stride * ith;
+    for (;;) {
+        int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= total) break;
+        j->c->m->isa->attention(&j->a, u % nkv, u / nkv, scratch);
+    }
+}
+
+static void add_rows(float *x, const float *y, size_t count) {
+    for (size_t i = 0; i < count; i++) x[i] = x[i] + y[i];
+}
+
+static void add_bias(float *x, const float *b, int n, int width) {
+    if (!b) return;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < width; j++) x[(size_t)i * width + j] = x[(size_t)i * width + j] + b[j];
+}
+
+/* ---- activation quantization (and the SwiGLU feeding it), split over the pool ------------------------- */
+typedef struct {
+    rz_act *a;
+    const rz_isa *isa;
+    int bc, per, upr, quantize;
+    const float *up;   /* non-NULL: a->x := swiglu(a->x, up) on each unit's columns first */
+    atomic_int next;
+} quant_job;
+
+static void quant_worker(void *varg, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    quant_job *j = varg;
+    rz_act *a = j->a;
+    const int total = a->n * j->upr, nblk = a->K / j->bc;
+    for (;;) {
+        int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (u >= total) break;
+        const int r = u / j->upr, b0 = (u % j->upr) * j->per, b1 = b0 + j->per < nblk ? b0 + j->per : nblk;
+        if (j->up) {
+            float *x = (float *)a->x + (size_t)r * a->K + (size_t)b0 * j->bc;
+            j->isa->swiglu(x, j->up + (size_t)r * a->K + (size_t)b0 * j->bc, (b1 - b0) * j->bc, x);
+        }
+        if (j->quantize) j->isa->quant(a, j->bc, r, b0, b1);
+    }
+}
+
+/* quantize a for weights w (once per format), with the SwiGLU of (a->x, up) first if up is given */
+static void need_par(rz_pool *pool, const rz_isa *isa, rz_act *a, const rz_tensor *w, const float *up) {
+    const int t = w->type, is_float = t == RZ_F16 || t == RZ_BF16 || t == RZ_F32;
+    quant_job j;
+    j.a = a;
+    j.isa = isa;
+    j.bc = rz_block_cols(t);
+    j.quantize = !is_float && !(j.bc == 32 ? a->have32 : a->have256);
+    j.up = up;
+    if (!j.quantize && !up) return;
+    j.per = 2048 / j.bc;  /* columns a unit */
+    j.upr = (a->K / j.bc + j.per - 1) / j.per;
+    atomic_init(&j.next, 0);
+    if (a->n * j.upr > 1)
+        rz_pool_run(pool, quant_worker, &j);
+    else
+        quant_worker(&j, 0, 1);
+    if (j.quantize) *(j.bc == 32 ? &a->have32 : &a->have256) = 1;
+}
+
+#define need(a, w) need_par(m->pool, isa, (a), (w), NULL)
+
+/* one pass of n <= RZ_CHUNK rows at positions pos.. */
+static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int out_rows) {
+    const rz_model *m = c->m;
+    const rz_isa *isa = m->isa;
+    const int dim = m->dim, qd = m->n_head * m->head_dim, kvd = c->kv_dim;
+    for (int i = 0; i < n; i++) rz_dequant_row(m->tok_embd, tokens[i], c->x + (size_t)i * dim);
+    for (int l = 0; l < c->n_layer; l++) {
+        const rz_layer *L = &m->layers[l];
+        for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->attn_norm, m->eps, dim, c->xn + (size_t)i * dim);
+        rz_act_set(&c->act, c->xn, n, dim);
+        need(&c->act, L->wq);
+        need(&c->act, L->wk);
+        need(&c->act, L->wv);
+        rz_mm qkv[3] = {{L->wq, &c->act, c->q, qd}, {L->wk, &c->act, c->k, kvd}, {L->wv, &c->act, c->v, kvd}};
+        rz_matmul(m->pool, isa, qkv, 3);
+        add_bias(c->q, L->bq, n, qd);
+        add_bias(c->k, L->bk, n, kvd);
+        add_bias(c->v, L->bv, n, kvd);
+        rope_rows(c, c->q, n, m->n_head, pos);
+        rope_rows(c, c->k, n, m->n_head_kv, pos);
+        uint16_t *kc = c->kc + (size_t)l * c->kt_stride * kvd, *vc = c->vc + (size_t)l * c->n_ctx * kvd;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < kvd; j++) {  /* key j = (kv head, d) goes to row j of the transposed cache */
+                kc[(size_t)j * c->kt_stride + pos + i] = rz_f32_to_f16(c->k[(size_t)i * kvd + j]);
+                vc[(size_t)(pos + i) * kvd + j] = rz_f32_to_f16(c->v[(size_t)i * kvd + j]);
+            }
+        attn_job aj;
+        aj.c = c;
+        aj.n = n;
+        aj.a = (rz_attn){c->q, qd, pos, kc, vc, c->kt_stride, m->head_dim, m->n_head, m->n_head_kv,
+                         1.0f / sqrtf((float)m->head_dim), c->att};
+        atomic_init(&aj.next, 0);
+        rz_pool_run(m->pool, attn_worker, &aj);
+        rz_act_set(&c->act, c->att, n, qd);
+        need(&c->act, L->wo);
+        rz_mm o = {L->wo, &c->act, c->tmp, dim};
+        rz_matmul(m->pool, isa, &o, 1);
+        add_rows(c->x, c->tmp, (size_t)n * dim);
+        for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->ffn_norm, m->eps, dim, c->xn + (size_t)i * dim);
+        rz_act_set(&c->act, c->xn, n, dim);
+        need(&c->act, L->wgate);
+        need(&c->act, L->wup);
+        rz_mm gu[2] = {{L->wgate, &c->act, c->gate, m->ffn}, {L->wup, &c->act, c->up, m->ffn}};
+        rz_matmul(m->pool, isa, gu, 2);
+        rz_act_set(&c->act, c->gate, n, m->ffn);
+        need_par(m->pool, isa, &c->act, L->wdown, c->up);  /* gate := silu(gate) * up, then quantized */
+        rz_mm d = {L->wdown, &c->act, c->tmp, dim};
+        rz_matmul(m->pool, isa, &d, 1);
+        add_rows(c->x, c->tmp, (size_t)n * dim);
+    }
+    if (out_rows == 0) return;
+    const int first = n - out_rows;  /* logits for the last out_rows rows */
+    for (int i = first; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, m->out_norm, m->eps, dim, c->xn + (size_t)(i - first) * dim);
+    rz_act_set(&c->act, c->xn, out_rows, dim);
+    need(&c->act, m->output);
+    rz_mm lo = {m->output, &c->act, out, m->vocab};
+    rz_matmul(m->pool, isa, &lo, 1);
+}
+
+int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only) {
+    if (n <= 0 || pos < 0 || pos + n > c->n_ctx) return -1;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->m->tok_embd->rows) return -2;
+    rz_pool_begin(c->m->pool);
+    for (int s = 0; s < n; s += RZ_CHUNK) {
+        int len = n - s < RZ_CHUNK ? n - s : RZ_CHUNK;
+        int rows = last_only ? (s + len == n ? 1 : 0) : len;
+        float *dst = last_only ? out : out + (size_t)s * c->m->vocab;
+        pass(c, tokens + s, len, pos + s, dst, rows);
+    }
+    rz_pool_end(c->m->pool);
+    return 0;
+}

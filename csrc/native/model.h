@@ -1,0 +1,65 @@
+/* The transformer (Llama and Qwen2: RMSNorm, RoPE, grouped-query attention, SwiGLU) over repacked weights,
+ * a KV cache per context, and the thread pool that runs one forward at a time. */
+#ifndef RZ_MODEL_H
+#define RZ_MODEL_H
+
+#include "rz.h"
+
+typedef struct rz_pool rz_pool;
+typedef void (*rz_job_fn)(void *arg, int ith, int nth);
+rz_pool *rz_pool_new(int nth);
+int rz_pool_threads(const rz_pool *p);
+void rz_pool_begin(rz_pool *p);
+void rz_pool_end(rz_pool *p);
+void rz_pool_run(rz_pool *p, rz_job_fn fn, void *arg);
+void rz_pool_free(rz_pool *p);
+
+/* one matmul of a parallel job: out (n x w->rows, row stride ldo) = act x w^T */
+typedef struct {
+    const rz_tensor *w;
+    const rz_act *a;
+    float *out;
+    int ldo;
+} rz_mm;
+
+/* run up to 4 matmuls over the same activation rows as one parallel job */
+void rz_matmul(rz_pool *pool, const rz_isa *isa, const rz_mm *mm, int count);
+
+typedef struct {
+    float *attn_norm, *ffn_norm;        /* dim */
+    float *bq, *bk, *bv;                /* Qwen2 biases, or NULL */
+    const rz_tensor *wq, *wk, *wv, *wo, *wgate, *wup, *wdown;
+} rz_layer;
+
+typedef struct {
+    int n_layer, dim, n_head, n_head_kv, head_dim, ffn, vocab;
+    float eps, rope_base;
+    int rope_neox;                      /* 1: rotate pairs (i, i + head_dim/2) (Qwen2); 0: pairs (2i, 2i+1) */
+    const rz_tensor *tok_embd, *output; /* output may be tok_embd (tied) */
+    float *out_norm;
+    rz_layer *layers;
+    rz_pool *pool;
+    const rz_isa *isa;
+} rz_model;
+
+#define RZ_CHUNK 64  /* rows per pass of a long forward (prefill): scratch is sized for this */
+
+typedef struct {
+    const rz_model *m;
+    int n_ctx, n_layer;                 /* n_layer <= m->n_layer: a truncated view for self-drafting */
+    int kv_dim, kt_stride;
+    uint16_t *kc;                       /* [layer][kv_dim][kt_stride] f16: keys transposed */
+    uint16_t *vc;                       /* [layer][n_ctx][kv_dim] f16 */
+    float *rope;                        /* [n_ctx][head_dim/2][2]: cos, sin */
+    float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
+    float *scratch;                     /* per thread: attention scores */
+    size_t scratch_stride;
+    rz_act act;
+} rz_ctx;
+
+int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer);
+void rz_ctx_free(rz_ctx *c);
+/* forward tokens[0..n) at positions pos..pos+n-1; logits (n or 1 rows of vocab) into out */
+int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only);
+
+#endif

@@ -1,0 +1,528 @@
+/* Python bindings: ryzanstein.models._native
+ *
+ *   Tensor(type, rows, cols, data, row_bytes)    repack GGUF rows; .dequantize(out), .matmul(x, n, out, isa, threads)
+ *   Model(config, tensors, vectors, threads, isa) the weights and a thread pool
+ *   Context(model, n_ctx, n_layer)              a KV cache; .forward(tokens, pos, out, last_only)
+ *   isa_names(), best_isa(), type_name(t), block_cols(t), src_row_bytes(t, cols)
+ *
+ * Buffers are anything with the buffer protocol (numpy arrays): float32 for floats, int32 for tokens. The GIL
+ * is released during forwards and matmuls. Forwards of the contexts of one model run one at a time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+static const rz_isa *isa_arg(const char *name) {
+    if (!name || !*name) return rz_isa_best();
+    const rz_isa *isa = rz_isa_by_name(name);
+    if (!isa) PyErr_Format(PyExc_ValueError, "instruction set %s is unknown or not supported by this CPU", name);
+    return isa;
+}
+
+static int get_buffer(PyObject *o, Py_buffer *b, int writable, Py_ssize_t min_bytes, const char *what) {
+    if (PyObject_GetBuffer(o, b, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) != 0) return -1;
+    if (b->len < min_bytes) {
+        PyErr_Format(PyExc_ValueError, "%s holds %zd bytes, needs %zd", what, b->len, min_bytes);
+        PyBuffer_Release(b);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- Tensor ------------------------------------------------------------------------------------------ */
+typedef struct {
+    PyObject_HEAD
+    rz_tensor t;
+} TensorObject;
+
+static void Tensor_dealloc(TensorObject *self) {
+    rz_tensor_free(&self->t);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Tensor_init(TensorObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"type", "rows", "cols", "data", "row_bytes", NULL};
+    int type, rows, cols;
+    Py_ssize_t row_bytes = 0;
+    PyObject *data;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiiO|n", names, &type, &rows, &cols, &data, &row_bytes)) return -1;
+    if (!rz_type_supported(type)) {
+        PyErr_Format(PyExc_ValueError, "tensor type %d is not supported", type);
+        return -1;
+    }
+    int bc = rz_block_cols(type);
+    if (rows <= 0 || cols <= 0 || cols % bc) {
+        PyErr_Format(PyExc_ValueError, "a %s matrix needs columns in multiples of %d, got %d x %d",
+                     rz_type_name(type), bc, rows, cols);
+        return -1;
+    }
+    size_t need_row = rz_src_row_bytes(type, cols);
+    if (row_bytes == 0) row_bytes = (Py_ssize_t)need_row;
+    if ((size_t)row_bytes < need_row) {
+        PyErr_Format(PyExc_ValueError, "row_bytes %zd < %zu", row_bytes, need_row);
+        return -1;
+    }
+    Py_buffer b;
+    if (get_buffer(data, &b, 0, (Py_ssize_t)((size_t)(rows - 1) * row_bytes + need_row), "tensor data") != 0) return -1;
+    rz_tensor_free(&self->t);
+    int bad = -1, rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = rz_tensor_init(&self->t, type, rows, cols, b.buf, (size_t)row_bytes, &bad);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    if (rc == -1) {
+        PyErr_Format(PyExc_ValueError, "row %d has a scale that is not a finite number (a corrupt file)", bad);
+        return -1;
+    }
+    if (rc != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Tensor_dequantize(TensorObject *self, PyObject *args) {
+    PyObject *out;
+    int row = -1;
+    if (!PyArg_ParseTuple(args, "O|i", &out, &row)) return NULL;
+    const rz_tensor *t = &self->t;
+    if (row >= t->rows) return PyErr_Format(PyExc_IndexError, "row %d of %d", row, t->rows);
+    Py_ssize_t n = (row < 0 ? t->rows : 1) * (Py_ssize_t)t->cols;
+    Py_buffer b;
+    if (get_buffer(out, &b, 1, n * 4, "out") != 0) return NULL;
+    if (row >= 0)
+        rz_dequant_row(t, row, b.buf);
+    else
+        for (int r = 0; r < t->rows; r++) rz_dequant_row(t, r, (float *)b.buf + (size_t)r * t->cols);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tensor_matmul(TensorObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"x", "n", "out", "isa", "threads", NULL};
+    PyObject *xo, *oo;
+    int n, threads = 1;
+    const char *isa_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiO|zi", names, &xo, &n, &oo, &isa_name, &threads)) return NULL;
+    const rz_isa *isa = isa_arg(isa_name);
+    if (!isa) return NULL;
+    const rz_tensor *t = &self->t;
+    if (n <= 0) return PyErr_Format(PyExc_ValueError, "n must be positive");
+    Py_buffer xb, ob;
+    if (get_buffer(xo, &xb, 0, (Py_ssize_t)n * t->cols * 4, "x") != 0) return NULL;
+    if (get_buffer(oo, &ob, 1, (Py_ssize_t)n * t->rows * 4, "out") != 0) {
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    rz_act a;
+    rz_act_init(&a);
+    int rc = rz_act_reserve(&a, n, t->cols);
+    if (rc == 0) {
+        rz_pool *pool = rz_pool_new(threads);
+        Py_BEGIN_ALLOW_THREADS
+        rz_act_set(&a, xb.buf, n, t->cols);
+        rz_act_need(&a, t->type, isa);
+        rz_mm mm = {t, &a, ob.buf, t->rows};
+        rz_matmul(pool, isa, &mm, 1);
+        Py_END_ALLOW_THREADS
+        rz_pool_free(pool);
+    }
+    rz_act_free(&a);
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&ob);
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *Tensor_get(TensorObject *self, void *which) {
+    const rz_tensor *t = &self->t;
+    switch ((intptr_t)which) {
+    case 0: return PyLong_FromLong(t->type);
+    case 1: return PyLong_FromLong(t->rows);
+    case 2: return PyLong_FromLong(t->cols);
+    default: return PyLong_FromSize_t(t->group_bytes * (size_t)t->groups);
+    }
+}
+
+static PyMethodDef Tensor_methods[] = {
+    {"dequantize", (PyCFunction)Tensor_dequantize, METH_VARARGS, "dequantize(out[, row]): float32 values into out"},
+    {"matmul", (PyCFunction)(void (*)(void))Tensor_matmul, METH_VARARGS | METH_KEYWORDS,
+     "matmul(x, n, out, isa=None, threads=1): out (n x rows) = x (n x cols) times the transpose"},
+    {NULL},
+};
+
+static PyGetSetDef Tensor_getset[] = {
+    {"type", (getter)Tensor_get, NULL, "GGML type id", (void *)0},
+    {"rows", (getter)Tensor_get, NULL, "output features", (void *)1},
+    {"cols", (getter)Tensor_get, NULL, "input features", (void *)2},
+    {"nbytes", (getter)Tensor_get, NULL, "bytes of the repacked weights", (void *)3},
+    {NULL},
+};
+
+static PyTypeObject TensorType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ryzanstein.models._native.Tensor",
+    .tp_basicsize = sizeof(TensorObject),
+    .tp_dealloc = (destructor)Tensor_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A weight matrix repacked for the native kernels.",
+    .tp_methods = Tensor_methods,
+    .tp_getset = Tensor_getset,
+    .tp_init = (initproc)Tensor_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- Model ------------------------------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    rz_model m;
+    PyObject *keep;          /* the Tensor objects the model points into */
+    float **owned;           /* vectors copied in */
+    int n_owned;
+    pthread_mutex_t lock;    /* one forward at a time per model (the pool is shared) */
+    int ready;
+} ModelObject;
+
+static void Model_dealloc(ModelObject *self) {
+    if (self->m.pool) rz_pool_free(self->m.pool);
+    for (int i = 0; i < self->n_owned; i++) free(self->owned[i]);
+    free(self->owned);
+    free(self->m.layers);
+    Py_XDECREF(self->keep);
+    if (self->ready) pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int cfg_int(PyObject *cfg, const char *key, int *out) {
+    PyObject *v = PyDict_GetItemString(cfg, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "config lacks %s", key);
+        return -1;
+    }
+    *out = (int)PyLong_AsLong(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int cfg_float(PyObject *cfg, const char *key, float *out) {
+    PyObject *v = PyDict_GetItemString(cfg, key);
+    if (!v) {
+        PyErr_Format(PyExc_KeyError, "config lacks %s", key);
+        return -1;
+    }
+    *out = (float)PyFloat_AsDouble(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static const rz_tensor *get_tensor(ModelObject *self, PyObject *tensors, const char *name, int optional,
+                                   int rows, int cols) {
+    PyObject *o = PyDict_GetItemString(tensors, name);
+    if (!o) {
+        if (!optional) PyErr_Format(PyExc_KeyError, "missing tensor %s", name);
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(o, &TensorType)) {
+        PyErr_Format(PyExc_TypeError, "%s is not a Tensor", name);
+        return NULL;
+    }
+    const rz_tensor *t = &((TensorObject *)o)->t;
+    if (t->rows != rows || t->cols != cols) {
+        PyErr_Format(PyExc_ValueError, "tensor %s is %d x %d, expected %d x %d", name, t->rows, t->cols, rows, cols);
+        return NULL;
+    }
+    PyList_Append(self->keep, o);
+    return t;
+}
+
+static float *get_vector(ModelObject *self, PyObject *vectors, const char *name, int optional, int len) {
+    PyObject *o = PyDict_GetItemString(vectors, name);
+    if (!o) {
+        if (!optional) PyErr_Format(PyExc_KeyError, "missing vector %s", name);
+        return NULL;
+    }
+    Py_buffer b;
+    if (get_buffer(o, &b, 0, (Py_ssize_t)len * 4, name) != 0) return NULL;
+    float *v = aligned_alloc(RZ_ALIGN, ((size_t)len * 4 + 63) / 64 * 64);
+    if (v) memcpy(v, b.buf, (size_t)len * 4);
+    PyBuffer_Release(&b);
+    if (!v) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    self->owned[self->n_owned++] = v;
+    return v;
+}
+
+static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"config", "tensors", "vectors", "threads", "isa", NULL};
+    PyObject *cfg, *tensors, *vectors;
+    int threads = 1;
+    const char *isa_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!O!|iz", names, &PyDict_Type, &cfg, &PyDict_Type, &tensors,
+                                     &PyDict_Type, &vectors, &threads, &isa_name))
+        return -1;
+    if (self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Model is initialised once");
+        return -1;
+    }
+    rz_model *m = &self->m;
+    if (cfg_int(cfg, "n_layer", &m->n_layer) || cfg_int(cfg, "dim", &m->dim) || cfg_int(cfg, "n_head", &m->n_head) ||
+        cfg_int(cfg, "n_head_kv", &m->n_head_kv) || cfg_int(cfg, "head_dim", &m->head_dim) ||
+        cfg_int(cfg, "ffn", &m->ffn) || cfg_int(cfg, "vocab", &m->vocab) || cfg_float(cfg, "eps", &m->eps) ||
+        cfg_float(cfg, "rope_base", &m->rope_base) || cfg_int(cfg, "rope_neox", &m->rope_neox))
+        return -1;
+    if (m->n_layer < 1 || m->dim % 16 || m->head_dim % 16 || m->head_dim > 256 || m->ffn % 16 || m->n_head < 1 ||
+        m->n_head_kv < 1 || m->n_head % m->n_head_kv) {
+        PyErr_SetString(PyExc_ValueError, "unsupported shape: widths must be multiples of 16, head_dim <= 256, "
+                                          "and the query heads a multiple of the KV heads");
+        return -1;
+    }
+    m->isa = isa_arg(isa_name);
+    if (!m->isa) return -1;
+    self->keep = PyList_New(0);
+    self->owned = calloc((size_t)(5 * m->n_layer + 8), sizeof(float *))  /* 5 vectors a layer at most */;
+    m->layers = calloc((size_t)m->n_layer, sizeof(rz_layer));
+    if (!self->keep || !self->owned || !m->layers) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const int qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
+    if (!(m->tok_embd = get_tensor(self, tensors, "token_embd", 0, m->vocab, m->dim))) return -1;
+    m->output = get_tensor(self, tensors, "output", 1, m->vocab, m->dim);
+    if (PyErr_Occurred()) return -1;
+    if (!m->output) m->output = m->tok_embd;  /* tied */
+    if (!(m->out_norm = get_vector(self, vectors, "output_norm", 0, m->dim))) return -1;
+    char name[64];
+#define T(field, key, rows, cols)                                                     \
+    snprintf(name, sizeof name, "blk.%d." key, l);                                    \
+    if (!(L->field = get_tensor(self, tensors, name, 0, rows, cols))) return -1;
+#define V(field, key, len, optional)                                                  \
+    snprintf(name, sizeof name, "blk.%d." key, l);                                    \
+    L->field = get_vector(self, vectors, name, optional, len);                        \
+    if (PyErr_Occurred()) return -1;
+    for (int l = 0; l < m->n_layer; l++) {
+        rz_layer *L = &m->layers[l];
+        T(wq, "attn_q", qd, m->dim)
+        T(wk, "attn_k", kvd, m->dim)
+        T(wv, "attn_v", kvd, m->dim)
+        T(wo, "attn_output", m->dim, qd)
+        T(wgate, "ffn_gate", m->ffn, m->dim)
+        T(wup, "ffn_up", m->ffn, m->dim)
+        T(wdown, "ffn_down", m->dim, m->ffn)
+        V(attn_norm, "attn_norm", m->dim, 0)
+        V(ffn_norm, "ffn_norm", m->dim, 0)
+        V(bq, "attn_q.bias", qd, 1)
+        V(bk, "attn_k.bias", kvd, 1)
+        V(bv, "attn_v.bias", kvd, 1)
+    }
+#undef T
+#undef V
+    m->pool = rz_pool_new(threads);
+    if (!m->pool) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    pthread_mutex_init(&self->lock, NULL);
+    self->ready = 1;
+    return 0;
+}
+
+static PyObject *Model_get(ModelObject *self, void *which) {
+    if (!self->ready) return PyErr_Format(PyExc_RuntimeError, "Model not initialised");
+    switch ((intptr_t)which) {
+    case 0: return PyUnicode_FromString(self->m.isa->name);
+    case 1: return PyLong_FromLong(rz_pool_threads(self->m.pool));
+    default: {
+        size_t bytes = 0;
+        Py_ssize_t n = PyList_GET_SIZE(self->keep);
+        for (Py_ssize_t i = 0; i < n; i++) {  /* each distinct tensor once (a tied output is kept twice) */
+            PyObject *o = PyList_GET_ITEM(self->keep, i);
+            int seen = 0;
+            for (Py_ssize_t j = 0; j < i && !seen; j++) seen = PyList_GET_ITEM(self->keep, j) == o;
+            if (!seen) bytes += ((TensorObject *)o)->t.group_bytes * (size_t)((TensorObject *)o)->t.groups;
+        }
+        bytes += (size_t)(2 * self->m.n_layer + 1) * self->m.dim * 4;
+        return PyLong_FromSize_t(bytes);
+    }
+    }
+}
+
+static PyGetSetDef Model_getset[] = {
+    {"isa", (getter)Model_get, NULL, "instruction set in use", (void *)0},
+    {"threads", (getter)Model_get, NULL, "threads of the pool", (void *)1},
+    {"weights_bytes", (getter)Model_get, NULL, "bytes of repacked weights and norms", (void *)2},
+    {NULL},
+};
+
+static PyTypeObject ModelType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ryzanstein.models._native.Model",
+    .tp_basicsize = sizeof(ModelObject),
+    .tp_dealloc = (destructor)Model_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Repacked transformer weights and a thread pool.",
+    .tp_getset = Model_getset,
+    .tp_init = (initproc)Model_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- Context ----------------------------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    rz_ctx c;
+    ModelObject *model;
+} ContextObject;
+
+static void Context_dealloc(ContextObject *self) {
+    if (self->model) rz_ctx_free(&self->c);
+    Py_XDECREF(self->model);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Context_init(ContextObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"model", "n_ctx", "n_layer", NULL};
+    ModelObject *model;
+    int n_ctx, n_layer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!i|i", names, &ModelType, &model, &n_ctx, &n_layer)) return -1;
+    if (!model->ready || self->model) {
+        PyErr_SetString(PyExc_RuntimeError, "bad Context construction");
+        return -1;
+    }
+    if (n_layer <= 0) n_layer = model->m.n_layer;
+    if (n_layer > model->m.n_layer || n_ctx < 1) {
+        PyErr_Format(PyExc_ValueError, "n_layer must be in 1..%d and n_ctx positive", model->m.n_layer);
+        return -1;
+    }
+    if (rz_ctx_init(&self->c, &model->m, n_ctx, n_layer) != 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(model);
+    self->model = model;
+    return 0;
+}
+
+static PyObject *Context_forward(ContextObject *self, PyObject *args) {
+    PyObject *to, *oo;
+    int pos, last_only;
+    if (!PyArg_ParseTuple(args, "OiOp", &to, &pos, &oo, &last_only)) return NULL;
+    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
+    Py_buffer tb, ob;
+    if (get_buffer(to, &tb, 0, 4, "tokens") != 0) return NULL;
+    int n = (int)(tb.len / 4);
+    Py_ssize_t need = (Py_ssize_t)(last_only ? 1 : n) * self->c.m->vocab * 4;
+    if (get_buffer(oo, &ob, 1, need, "out") != 0) {
+        PyBuffer_Release(&tb);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->model->lock);
+    rc = rz_forward(&self->c, tb.buf, n, pos, ob.buf, last_only);
+    pthread_mutex_unlock(&self->model->lock);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&tb);
+    PyBuffer_Release(&ob);
+    if (rc == -1) return PyErr_Format(PyExc_ValueError, "positions %d..%d outside the context of %d", pos, pos + n - 1, self->c.n_ctx);
+    if (rc == -2) return PyErr_Format(PyExc_ValueError, "a token id is outside the vocabulary");
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_get(ContextObject *self, void *which) {
+    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
+    size_t per_token = (size_t)2 * self->c.n_layer * self->c.kv_dim * 2;
+    return PyLong_FromSize_t((intptr_t)which == 0 ? per_token * self->c.n_ctx : per_token);
+}
+
+static PyMethodDef Context_methods[] = {
+    {"forward", (PyCFunction)Context_forward, METH_VARARGS,
+     "forward(tokens int32, pos, out float32, last_only): logits of the tokens at positions pos.."},
+    {NULL},
+};
+
+static PyGetSetDef Context_getset[] = {
+    {"kv_bytes", (getter)Context_get, NULL, "bytes of the KV cache", (void *)0},
+    {"kv_bytes_per_token", (getter)Context_get, NULL, "KV bytes per position", (void *)1},
+    {NULL},
+};
+
+static PyTypeObject ContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ryzanstein.models._native.Context",
+    .tp_basicsize = sizeof(ContextObject),
+    .tp_dealloc = (destructor)Context_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A KV cache over a Model's weights.",
+    .tp_methods = Context_methods,
+    .tp_getset = Context_getset,
+    .tp_init = (initproc)Context_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- module ------------------------------------------------------------------------------------------ */
+static PyObject *py_isa_names(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    PyObject *out = PyList_New(0);
+#if defined(__x86_64__)
+    const rz_isa *all[] = {&rz_isa_avx512, &rz_isa_avx2, &rz_isa_ref};
+#else
+    const rz_isa *all[] = {&rz_isa_ref};
+#endif
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (rz_isa_supported(all[i])) {
+            PyObject *s = PyUnicode_FromString(all[i]->name);
+            PyList_Append(out, s);
+            Py_DECREF(s);
+        }
+    return out;
+}
+
+static PyObject *py_best_isa(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(rz_isa_best()->name);
+}
+
+static PyObject *py_type_name(PyObject *self, PyObject *arg) {
+    (void)self;
+    return PyUnicode_FromString(rz_type_name((int)PyLong_AsLong(arg)));
+}
+
+static PyObject *py_block_cols(PyObject *self, PyObject *arg) {
+    (void)self;
+    return PyLong_FromLong(rz_block_cols((int)PyLong_AsLong(arg)));
+}
+
+static PyObject *py_src_row_bytes(PyObject *self, PyObject *args) {
+    (void)self;
+    int type, cols;
+    if (!PyArg_ParseTuple(args, "ii", &type, &cols)) return NULL;
+    return PyLong_FromSize_t(rz_src_row_bytes(type, cols));
+}
+
+static PyMethodDef module_methods[] = {
+    {"isa_names", py_isa_names, METH_NOARGS, "instruction sets this CPU supports, best first"},
+    {"best_isa", py_best_isa, METH_NOARGS, "the instruction set used by default"},
+    {"type_name", py_type_name, METH_O, "name of a GGML type id (\"?\" if unsupported)"},
+    {"block_cols", py_block_cols, METH_O, "columns per block of a supported type, else 0"},
+    {"src_row_bytes", py_src_row_bytes, METH_VARARGS, "bytes of one GGUF row of a type"},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "_native", "Ryzanstein's native CPU kernels and transformer.", -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    if (PyType_Ready(&TensorType) < 0 || PyType_Ready(&ModelType) < 0 || PyType_Ready(&ContextType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (!m) return NULL;
+    Py_INCREF(&TensorType);
+    Py_INCREF(&ModelType);
+    Py_INCREF(&ContextType);
+    PyModule_AddObject(m, "Tensor", (PyObject *)&TensorType);
+    PyModule_AddObject(m, "Model", (PyObject *)&ModelType);
+    PyModule_AddObject(m, "Context", (PyObject *)&ContextType);
+    return m;
+}

@@ -1,0 +1,254 @@
+"""Native backend: GGUF files on our own C kernels (the `_native` extension), for Llama and Qwen2.
+
+Why it exists: speculative decoding pays when verifying K+1 tokens costs little more than producing one.
+These kernels read each repacked weight block from memory once per forward and apply it to every row of the
+call (up to 8 in registers, more from cache), so a forward over 2-16 tokens costs about one token's on a
+small CPU (see the README's native section for the measured v(n)). And every row's arithmetic is the same
+whatever the batch: logits are bit-identical alone, in a batch, or after a rollback, so greedy speculative
+output equals plain greedy output exactly.
+
+Weights are repacked once at load from the GGUF (its tensors are read through a memory map, gguf_file.py,
+map and copied into the kernel layout, values unchanged); the tokenizer is the GGUF's own, through
+llama.cpp's vocabulary-only load. Unsupported files raise NativeUnsupported (one line, naming what is not
+supported and suggesting `--backend llama.cpp`).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, RyzansteinError
+from .base import MemoryUse, Model, ModelInfo
+from .gguf_file import GGUFFile
+
+ARCHS = ("llama", "qwen2")
+ISA_ENV = "RYZANSTEIN_NATIVE_ISA"  # force an instruction set (c, avx2, avx512-vnni): tests and comparisons
+
+
+class NativeUnsupported(RyzansteinError):
+    """The native backend cannot run this file or this CPU; llama.cpp may."""
+
+
+def _ext():
+    try:
+        from . import _native
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise NativeUnsupported(f"the native backend's compiled extension is missing ({e}): reinstall with "
+                                "./install.sh, or use --backend llama.cpp") from None
+    return _native
+
+
+def available_isas() -> list[str]:
+    """Instruction sets this CPU supports, best first ("c" is the portable reference)."""
+    return _ext().isa_names()
+
+
+def cpu_supported() -> bool:
+    """Whether this CPU has a SIMD path (AVX2 or AVX-512 VNNI); the portable C path is for tests, not speed."""
+    try:
+        return any(i != "c" for i in available_isas())
+    except NativeUnsupported:
+        return False
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeArch:
+    arch: str
+    n_layer: int
+    dim: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    ffn: int
+    vocab: int
+    eps: float
+    rope_base: float
+    n_ctx_train: int
+
+    def config(self) -> dict:
+        return {"n_layer": self.n_layer, "dim": self.dim, "n_head": self.n_head, "n_head_kv": self.n_head_kv,
+                "head_dim": self.head_dim, "ffn": self.ffn, "vocab": self.vocab, "eps": self.eps,
+                "rope_base": self.rope_base, "rope_neox": int(self.arch == "qwen2")}
+
+
+def read_arch(g: GGUFFile) -> NativeArch:
+    """The architecture the GGUF describes, or NativeUnsupported naming what the native backend lacks."""
+    path = g.path
+    arch = g.field("general.architecture")
+    if arch not in ARCHS:
+        raise NativeUnsupported(f"architecture {arch!r} of {path.name} is not supported by the native backend "
+                                f"(it runs {' and '.join(ARCHS)}): use --backend llama.cpp")
+    names = {t.name: t for t in g.tensors}
+    scaling = g.field(f"{arch}.rope.scaling.type")
+    if scaling not in (None, "none") or "rope_freqs.weight" in names:
+        raise NativeUnsupported(f"RoPE scaling ({scaling or 'rope_freqs'}) in {path.name} is not supported by the "
+                                "native backend: use --backend llama.cpp")
+    try:
+        n_head = int(g.field(f"{arch}.attention.head_count"))
+        dim = int(g.field(f"{arch}.embedding_length"))
+        return NativeArch(
+            arch=arch, n_layer=int(g.field(f"{arch}.block_count")), dim=dim, n_head=n_head,
+            n_head_kv=int(g.field(f"{arch}.attention.head_count_kv", n_head)),
+            head_dim=int(g.field(f"{arch}.attention.key_length", dim // n_head)),
+            ffn=int(g.field(f"{arch}.feed_forward_length")), vocab=int(names["token_embd.weight"].shape[1]),
+            eps=float(g.field(f"{arch}.attention.layer_norm_rms_epsilon")),
+            rope_base=float(g.field(f"{arch}.rope.freq_base", 10000.0)),
+            n_ctx_train=int(g.field(f"{arch}.context_length", 4096)),
+        )
+    except (TypeError, KeyError, IndexError) as e:
+        raise RyzansteinError(f"{path} lacks what the model needs ({type(e).__name__}: {e}): the file is "
+                              "corrupt") from None
+
+
+def _is_vector(t) -> bool:
+    return len(t.shape) == 1 or t.name.endswith(".bias")
+
+
+def check_types(g: GGUFFile) -> None:
+    """NativeUnsupported for the first tensor whose type the kernels lack (before anything is repacked)."""
+    N = _ext()
+    for t in g.tensors:
+        if _is_vector(t):
+            if t.type != 0:
+                raise NativeUnsupported(f"vector {t.name} in {g.path.name} is {t.type_name}, not F32: "
+                                        "use --backend llama.cpp")
+        elif N.block_cols(t.type) == 0:
+            raise NativeUnsupported(f"tensor {t.name} of {g.path.name} has type {t.type_name}, which the native "
+                                    "backend does not support (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, "
+                                    "Q4_K, Q6_K): use --backend llama.cpp")
+
+
+def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
+    """Repack every matrix of the GGUF and build the extension's Model (weights + thread pool).
+
+    Matrices are repacked on `threads` threads (the extension releases the GIL while it repacks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    N = _ext()
+    vectors = {t.name.removesuffix(".weight"): np.frombuffer(g.data(t), np.float32).copy()
+               for t in g.tensors if _is_vector(t)}
+
+    def repack(t):
+        try:
+            return N.Tensor(t.type, int(t.shape[1]), int(t.shape[0]), g.data(t), 0)
+        except ValueError as e:
+            raise RyzansteinError(f"tensor {t.name} of {g.path}: {e}; download the file again") from None
+
+    mats = sorted((t for t in g.tensors if not _is_vector(t)), key=lambda t: -t.nbytes)  # big ones first
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        tensors = dict(zip((t.name.removesuffix(".weight") for t in mats), pool.map(repack, mats)))
+    isa = isa or os.environ.get(ISA_ENV) or None
+    try:
+        return N.Model(arch.config(), tensors, vectors, threads, isa)
+    except (KeyError, ValueError) as e:
+        raise NativeUnsupported(f"{g.path.name} does not fit the native backend's model ({e.args[0]}): "
+                                "use --backend llama.cpp") from None
+
+
+class _VocabOnly:
+    """llama.cpp's tokenizer for a GGUF, loaded without its weights (a vocabulary-only model)."""
+
+    def __init__(self, path: Path) -> None:
+        from .llamacpp import LlamaCppTokenizer, _init_backend, _lib
+
+        L = _lib()
+        _init_backend(False)
+        params = L.llama_model_default_params()
+        params.vocab_only = True
+        params.n_gpu_layers = 0
+        self._L, self._model = L, L.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise RyzansteinError(f"cannot read the tokenizer of {path}: the file is corrupt")
+        self.tokenizer = LlamaCppTokenizer(L, self._model, L.llama_model_get_vocab(self._model))
+        self.tokenizer._owner = self  # the vocabulary lives in the llama.cpp model: keep it alive
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._model:
+                self._L.llama_model_free(self._model)
+                self._model = None
+        except Exception:
+            pass
+
+
+class NativeModel(Model):
+    """A GGUF on the native kernels, with one KV cache (a context) over shared weights."""
+
+    def __init__(self, path: str | Path, *, name: str | None = None, n_ctx: int | None = None,
+                 threads: int | None = None, isa: str | None = None) -> None:
+        super().__init__()
+        path = Path(path)
+        threads = threads or default_threads()
+        g = GGUFFile(path)
+        arch = read_arch(g)
+        check_types(g)
+        n_ctx = n_ctx or min(arch.n_ctx_train, 4096)
+        if n_ctx < 1:
+            raise ConfigError(f"invalid ctx_size={n_ctx}: must be positive")
+        weights = load_weights(g, arch, threads, isa)
+        file_type = g.field("general.file_type")
+        del g  # the memory map: only the repacked copy stays
+        vocab = _VocabOnly(path)
+        self._init(weights, arch, vocab, ModelInfo(
+            name=name or str(path), path=str(path), backend="native", arch=arch.arch, n_layers=arch.n_layer,
+            n_ctx=n_ctx, n_ctx_train=arch.n_ctx_train, threads=weights.threads,
+            dtype=f"gguf-ftype-{file_type}" if file_type is not None else "gguf", extra={"isa": weights.isa}))
+
+    def _init(self, weights, arch: NativeArch, vocab: _VocabOnly, info: ModelInfo) -> None:
+        self._weights, self._arch, self._vocab, self.info = weights, arch, vocab, info
+        self.tokenizer = vocab.tokenizer
+        self._ctx = _ext().Context(weights, info.n_ctx, info.n_layers)
+        self._out = np.empty((0, arch.vocab), np.float32)
+
+    def _view(self, **info_changes) -> NativeModel:
+        """A model over these same weights with a KV cache of its own (info changed as given)."""
+        owner = self.info.extra.get("shares_weights_with", self.info.name)
+        info = dataclasses.replace(self.info, **info_changes, extra={**self.info.extra, "shares_weights_with": owner})
+        view = object.__new__(NativeModel)
+        Model.__init__(view)
+        view._init(self._weights, self._arch, self._vocab, info)
+        return view
+
+    def new_context(self) -> NativeModel:
+        """Another KV cache over these weights: a generation that runs beside this one (bench --lockstep)."""
+        return self._view()
+
+    def truncated(self, n_layers: int) -> NativeModel:
+        """A self-draft: the first n_layers blocks + final norm + output layer of these weights, own KV cache."""
+        if not 1 <= n_layers <= self._arch.n_layer:
+            raise ConfigError(f"a truncated model needs 1..{self._arch.n_layer} layers, got {n_layers}")
+        return self._view(name=f"self:{n_layers}", n_layers=n_layers)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._arch.vocab
+
+    def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
+        ids = np.asarray(tokens, dtype=np.int32)
+        rows = 1 if last_only else len(ids)
+        if self._out.shape[0] < rows:
+            self._out = np.empty((max(rows, 17), self._arch.vocab), np.float32)
+        try:
+            self._ctx.forward(ids, self.pos, self._out, last_only)
+        except ValueError as e:
+            raise RyzansteinError(f"native forward: {e}") from None
+        return self._out[:rows]  # (rows, V) view, valid until the next forward
+
+    def _truncate(self, pos: int) -> None:
+        pass  # a position move: cache rows past pos are overwritten before they are read
+
+    def memory(self) -> MemoryUse:
+        return MemoryUse(weights_bytes=int(self._weights.weights_bytes), kv_cache_bytes=int(self._ctx.kv_bytes),
+                         kv_bytes_per_token=int(self._ctx.kv_bytes_per_token))
+
+    def close(self) -> None:
+        self._ctx = None
