@@ -9,6 +9,7 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,8 +229,26 @@ static void need_par(rz_pool *pool, const rz_isa *isa, rz_act *a, const rz_tenso
 #define need(a, w) need_par(m->pool, isa, (a), (w), NULL)
 
 /* one pass of n <= RZ_CHUNK rows at positions pos.. */
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+const char *const rz_phase_names[RZ_PHASES] = {"qkv", "attention", "attn_output", "gate_up", "down", "output",
+                                               "quantize", "other"};
+
+/* time since the last mark goes to phase p (~20 ns a mark) */
+#define MARK(p)                                  \
+    do {                                         \
+        double t_ = now_s();                     \
+        c->phase_s[p] += t_ - mark;              \
+        mark = t_;                               \
+    } while (0)
+
 static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int out_rows) {
     const rz_model *m = c->m;
+    double mark = now_s();
     const rz_isa *isa = m->isa;
     const int dim = m->dim, qd = m->n_head * m->head_dim, kvd = c->kv_dim;
     for (int i = 0; i < n; i++) rz_dequant_row(m->tok_embd, tokens[i], c->x + (size_t)i * dim);
@@ -240,8 +259,10 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
         need(&c->act, L->wq);
         need(&c->act, L->wk);
         need(&c->act, L->wv);
+        MARK(RZ_PH_QUANT);
         rz_mm qkv[3] = {{L->wq, &c->act, c->q, qd}, {L->wk, &c->act, c->k, kvd}, {L->wv, &c->act, c->v, kvd}};
         rz_matmul(m->pool, isa, qkv, 3);
+        MARK(RZ_PH_QKV);
         add_bias(c->q, L->bq, n, qd);
         add_bias(c->k, L->bk, n, kvd);
         add_bias(c->v, L->bv, n, kvd);
@@ -259,31 +280,42 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
         aj.a = (rz_attn){c->q, qd, pos, kc, vc, c->kt_stride, m->head_dim, m->n_head, m->n_head_kv,
                          1.0f / sqrtf((float)m->head_dim), c->att};
         atomic_init(&aj.next, 0);
+        MARK(RZ_PH_OTHER);
         rz_pool_run(m->pool, attn_worker, &aj);
+        MARK(RZ_PH_ATTN);
         rz_act_set(&c->act, c->att, n, qd);
         need(&c->act, L->wo);
+        MARK(RZ_PH_QUANT);
         rz_mm o = {L->wo, &c->act, c->tmp, dim};
         rz_matmul(m->pool, isa, &o, 1);
+        MARK(RZ_PH_ATTN_OUT);
         add_rows(c->x, c->tmp, (size_t)n * dim);
         for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->ffn_norm, m->eps, dim, c->xn + (size_t)i * dim);
         rz_act_set(&c->act, c->xn, n, dim);
         need(&c->act, L->wgate);
         need(&c->act, L->wup);
+        MARK(RZ_PH_QUANT);
         rz_mm gu[2] = {{L->wgate, &c->act, c->gate, m->ffn}, {L->wup, &c->act, c->up, m->ffn}};
         rz_matmul(m->pool, isa, gu, 2);
+        MARK(RZ_PH_GATE_UP);
         rz_act_set(&c->act, c->gate, n, m->ffn);
         need_par(m->pool, isa, &c->act, L->wdown, c->up);  /* gate := silu(gate) * up, then quantized */
+        MARK(RZ_PH_QUANT);
         rz_mm d = {L->wdown, &c->act, c->tmp, dim};
         rz_matmul(m->pool, isa, &d, 1);
+        MARK(RZ_PH_DOWN);
         add_rows(c->x, c->tmp, (size_t)n * dim);
     }
+    MARK(RZ_PH_OTHER);
     if (out_rows == 0) return;
     const int first = n - out_rows;  /* logits for the last out_rows rows */
     for (int i = first; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, m->out_norm, m->eps, dim, c->xn + (size_t)(i - first) * dim);
     rz_act_set(&c->act, c->xn, out_rows, dim);
     need(&c->act, m->output);
+    MARK(RZ_PH_QUANT);
     rz_mm lo = {m->output, &c->act, out, m->vocab};
     rz_matmul(m->pool, isa, &lo, 1);
+    MARK(RZ_PH_OUTPUT);
 }
 
 int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only) {

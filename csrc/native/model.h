@@ -42,6 +42,10 @@ typedef struct {
     const rz_isa *isa;
 } rz_model;
 
+enum { RZ_PH_QKV, RZ_PH_ATTN, RZ_PH_ATTN_OUT, RZ_PH_GATE_UP, RZ_PH_DOWN, RZ_PH_OUTPUT, RZ_PH_QUANT, RZ_PH_OTHER,
+       RZ_PHASES };
+extern const char *const rz_phase_names[RZ_PHASES];
+
 #define RZ_CHUNK 64  /* rows per pass of a long forward (prefill): scratch is sized for this */
 
 typedef struct {
@@ -55,6 +59,7 @@ typedef struct {
     float *scratch;                     /* per thread: attention scores */
     size_t scratch_stride;
     rz_act act;
+    double phase_s[RZ_PHASES];          /* wall time per phase of the forwards so far (Context.profile) */
 } rz_ctx;
 
 int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer);

@@ -435,7 +435,21 @@ static PyObject *Context_get(ContextObject *self, void *which) {
     return PyLong_FromSize_t((intptr_t)which == 0 ? per_token * self->c.n_ctx : per_token);
 }
 
+static PyObject *Context_profile(ContextObject *self, PyObject *args) {
+    int reset = 0;
+    if (!PyArg_ParseTuple(args, "|p", &reset)) return NULL;
+    PyObject *d = PyDict_New();
+    for (int i = 0; i < RZ_PHASES; i++) {
+        PyObject *v = PyFloat_FromDouble(self->c.phase_s[i]);
+        PyDict_SetItemString(d, rz_phase_names[i], v);
+        Py_DECREF(v);
+        if (reset) self->c.phase_s[i] = 0.0;
+    }
+    return d;
+}
+
 static PyMethodDef Context_methods[] = {
+    {"profile", (PyCFunction)Context_profile, METH_VARARGS, "profile(reset=False): seconds per phase of the forwards"},
     {"forward", (PyCFunction)Context_forward, METH_VARARGS,
      "forward(tokens int32, pos, out float32, last_only): logits of the tokens at positions pos.."},
     {NULL},
