@@ -22,7 +22,10 @@ LAYERS = [
 # What may be imported inside a function: heavy (seconds, or a native library) or optional (an extra), and the
 # package modules that import one of those at their top.
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2",
-        "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app"}
+        "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
+        "ryzanstein.models._native"}
+# Compiled extensions (setup.py): modules without a .py file, imported like one.
+EXTENSIONS = {"ryzanstein.models._native"}
 
 
 def module_name(path: Path) -> str:
@@ -64,7 +67,8 @@ def imports(path: Path) -> list[tuple[str, ast.AST, bool]]:
                     mod = child.module
                 for a in child.names:  # `from . import store` imports the module ryzanstein.x.store
                     sub = f"{mod}.{a.name}"
-                    is_mod = (PKG.parent / (sub.replace(".", "/") + ".py")).is_file() or is_package(sub)
+                    is_mod = ((PKG.parent / (sub.replace(".", "/") + ".py")).is_file() or is_package(sub)
+                              or sub in EXTENSIONS)
                     out.append((sub if is_mod else mod, child, inside))
             visit(child, inside)
 

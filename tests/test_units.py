@@ -41,7 +41,7 @@ def test_generation_config_errors(kwargs, message):
     "kwargs, message",
     [
         ({"draft": "self:0"}, "invalid draft='self:0': must be self:N with N >= 1 layers"),
-        ({"backend": "onnx"}, "invalid backend='onnx': must be one of llama.cpp, torch"),
+        ({"backend": "onnx"}, "invalid backend='onnx': must be one of native, llama.cpp, torch"),
         ({"threads": 0}, "invalid threads=0"),
         ({"ngram_min": 3, "ngram_max": 2}, "invalid ngram_max=2: must be an integer in [ngram_min=3, 32]"),
         ({"max_memory_overhead": -1.0}, "invalid max_memory_overhead=-1.0"),

@@ -63,8 +63,11 @@ static void *worker(void *varg) {
                 sched_yield();
         }
         seen = s;
+        /* Join job s only while it is still the current, open job. Once inflight counts us, the caller cannot
+         * close job s and move on without waiting for us; if it closed s (or even posted and closed s + 1)
+         * before that, seq or done says so and we stay out: its fn and arg may be gone. */
         atomic_fetch_add(&p->inflight, 1);
-        if (atomic_load(&p->done) != s) p->fn(p->arg, wa.ith, p->nth);  /* else the caller closed it already */
+        if (atomic_load(&p->seq) == s && atomic_load(&p->done) != s) p->fn(p->arg, wa.ith, p->nth);
         atomic_fetch_sub(&p->inflight, 1);
     }
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-BACKENDS = ("llama.cpp", "torch")  # each loaded by models/__init__.py
+BACKENDS = ("native", "llama.cpp", "torch")  # each loaded by models/__init__.py
 DTYPES = ("float32", "bfloat16")  # torch backend weights
 DEVICES = ("cpu", "cuda")  # torch backend
 POLICIES = ("auto", "fixed", "heuristic", "confidence")

@@ -1,4 +1,4 @@
-"""Models: the `Model` interface (base.py), its backends (llamacpp.py, torch_model.py), GGUF conversion and
+"""Models: the `Model` interface (base.py), its backends (native.py, llamacpp.py, torch_model.py), GGUF conversion and
 truncation, the model store (store.py), and loading a model by name, .gguf path or Hugging Face folder.
 
 `config.BACKENDS` lists the backends and `config.default_backend` chooses one; `_LOADERS` below maps each name
@@ -14,6 +14,7 @@ from ..errors import RyzansteinError
 from . import store
 from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
 from .llamacpp import LlamaCppModel
+from .native import NativeModel
 
 __all__ = ["load_model", "Model", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "hf_folder_for_gguf"]
 
@@ -38,6 +39,14 @@ def _load_llamacpp(res: store.ResolvedModel, *, n_ctx: int | None, threads: int 
     return LlamaCppModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
 
 
+def _load_native(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
+                 device: str) -> Model:
+    if res.kind != "gguf":
+        raise RyzansteinError(f"the native backend needs a .gguf file, {res.path} is a Hugging Face folder: "
+                              "use --backend torch")
+    return NativeModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
+
+
 def _load_torch(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
                 device: str) -> Model:
     from .torch_model import TorchModel  # imports torch (seconds): only for the torch backend
@@ -46,7 +55,7 @@ def _load_torch(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | N
     return TorchModel.load(folder, name=res.name, n_ctx=n_ctx, dtype=dtype, device=device, threads=threads)
 
 
-_LOADERS = {"llama.cpp": _load_llamacpp, "torch": _load_torch}  # one per name in config.BACKENDS
+_LOADERS = {"native": _load_native, "llama.cpp": _load_llamacpp, "torch": _load_torch}  # one per name in config.BACKENDS
 
 
 def hf_folder_for_gguf(gguf: Path, sha256: str | None) -> Path:

@@ -64,7 +64,7 @@ class MemoryUse:
 class ModelInfo:
     name: str  # what the user asked for (known name or path)
     path: str  # file or folder that was loaded
-    backend: str  # "llama.cpp" | "torch"
+    backend: str  # "native" | "llama.cpp" | "torch"
     arch: str
     n_layers: int
     n_ctx: int

@@ -31,7 +31,7 @@ class TensorInfo:
 
     @property
     def type_name(self) -> str:
-        from gguf.constants import GGMLQuantizationType
+        from gguf.constants import GGMLQuantizationType  # `import gguf` loads its whole package: only on demand
 
         try:
             return GGMLQuantizationType(self.type).name
@@ -92,6 +92,7 @@ class GGUFFile:
         raise RyzansteinError(f"{self.path} has a metadata value of unknown type {vtype}: the file is corrupt")
 
     def _parse(self) -> None:
+        # the block sizes of every GGML type (`import gguf` loads its whole package, ~0.1 s: when a file is read)
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
         size = len(self._map)

@@ -14,17 +14,19 @@ supported and suggesting `--backend llama.cpp`).
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, RyzansteinError
+from ..machine import usable_cores
 from .base import MemoryUse, Model, ModelInfo
 from .gguf_file import GGUFFile
+from .llamacpp import LlamaCppTokenizer, _init_backend, _lib
 
 ARCHS = ("llama", "qwen2")
 ISA_ENV = "RYZANSTEIN_NATIVE_ISA"  # force an instruction set (c, avx2, avx512-vnni): tests and comparisons
@@ -36,7 +38,7 @@ class NativeUnsupported(RyzansteinError):
 
 def _ext():
     try:
-        from . import _native
+        from . import _native  # the compiled extension: a clear line if the build is missing
     except ImportError as e:  # pragma: no cover - a broken install
         raise NativeUnsupported(f"the native backend's compiled extension is missing ({e}): reinstall with "
                                 "./install.sh, or use --backend llama.cpp") from None
@@ -54,10 +56,6 @@ def cpu_supported() -> bool:
         return any(i != "c" for i in available_isas())
     except NativeUnsupported:
         return False
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +129,6 @@ def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
     """Repack every matrix of the GGUF and build the extension's Model (weights + thread pool).
 
     Matrices are repacked on `threads` threads (the extension releases the GIL while it repacks)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     N = _ext()
     vectors = {t.name.removesuffix(".weight"): np.frombuffer(g.data(t), np.float32).copy()
                for t in g.tensors if _is_vector(t)}
@@ -158,8 +154,6 @@ class _VocabOnly:
     """llama.cpp's tokenizer for a GGUF, loaded without its weights (a vocabulary-only model)."""
 
     def __init__(self, path: Path) -> None:
-        from .llamacpp import LlamaCppTokenizer, _init_backend, _lib
-
         L = _lib()
         _init_backend(False)
         params = L.llama_model_default_params()
@@ -187,7 +181,7 @@ class NativeModel(Model):
                  threads: int | None = None, isa: str | None = None) -> None:
         super().__init__()
         path = Path(path)
-        threads = threads or default_threads()
+        threads = threads or usable_cores()
         g = GGUFFile(path)
         arch = read_arch(g)
         check_types(g)
