@@ -290,6 +290,27 @@ ENTRY(k_f32, C_F32)
         __builtin_memcpy((char *)&r_ + 32, &hi_, 32);                                              \
         r_;                                                                                        \
     })
+#define RZ_FMA16(a, b, c)                                                                          \
+    ({                                                                                             \
+        v16f a_ = (a), b_ = (b), c_ = (c), r_;                                                     \
+        __m256 x0, x1, y0, y1, z0, z1;                                                             \
+        __builtin_memcpy(&x0, &a_, 32); __builtin_memcpy(&x1, (char *)&a_ + 32, 32);               \
+        __builtin_memcpy(&y0, &b_, 32); __builtin_memcpy(&y1, (char *)&b_ + 32, 32);               \
+        __builtin_memcpy(&z0, &c_, 32); __builtin_memcpy(&z1, (char *)&c_ + 32, 32);               \
+        z0 = _mm256_fmadd_ps(x0, y0, z0); z1 = _mm256_fmadd_ps(x1, y1, z1);                        \
+        __builtin_memcpy(&r_, &z0, 32); __builtin_memcpy((char *)&r_ + 32, &z1, 32);               \
+        r_;                                                                                        \
+    })
+#define RZ_VMAX16(a, b)                                                                            \
+    ({                                                                                             \
+        v16f a_ = (a), b_ = (b), r_;                                                               \
+        __m256 x0, x1, y0, y1;                                                                     \
+        __builtin_memcpy(&x0, &a_, 32); __builtin_memcpy(&x1, (char *)&a_ + 32, 32);               \
+        __builtin_memcpy(&y0, &b_, 32); __builtin_memcpy(&y1, (char *)&b_ + 32, 32);               \
+        x0 = _mm256_max_ps(x0, y0); x1 = _mm256_max_ps(x1, y1);                                    \
+        __builtin_memcpy(&r_, &x0, 32); __builtin_memcpy((char *)&r_ + 32, &x1, 32);               \
+        r_;                                                                                        \
+    })
 #define RZ_OPS_SUFFIX avx2
 #include "ops_impl.h"
 

@@ -294,6 +294,8 @@ ENTRY(k_bf16, CALLF_T_BF16)
 ENTRY(k_f32, CALLF_T_F32)
 
 #define RZ_LOAD_F16X16(p) ((v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))))
+#define RZ_FMA16(a, b, c) ((v16f)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#define RZ_VMAX16(a, b) ((v16f)_mm512_max_ps((__m512)(a), (__m512)(b)))
 #define RZ_OPS_SUFFIX avx512
 #include "ops_impl.h"
 

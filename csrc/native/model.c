@@ -94,8 +94,7 @@ int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer) {
     c->tmp = zalloc(R * m->dim * 4);
     c->gate = zalloc(R * m->ffn * 4);
     c->up = zalloc(R * m->ffn * 4);
-    int group = m->n_head / m->n_head_kv;
-    c->scratch_stride = (size_t)group * ((n_ctx + 63) & ~63) + 64;
+    c->scratch_stride = (size_t)4 * (((size_t)n_ctx + 63) & ~(size_t)63) + 64;  /* 4 pairs' scores */
     c->scratch = zalloc(c->scratch_stride * rz_pool_threads(m->pool) * 4);
     rz_act_init(&c->act);
     int big = m->ffn > m->dim ? m->ffn : m->dim;
@@ -157,15 +156,18 @@ typedef struct {
     atomic_int next;
 } attn_job;
 
+#define ATTN_ROWS 4  /* query rows a task: their (head, row) pairs share key and value loads */
+
 static void attn_worker(void *varg, int ith, int nth) {
     (void)nth;
     attn_job *j = varg;
-    const int nkv = j->a.n_head_kv, total = nkv * j->n;
+    const int nkv = j->a.n_head_kv, blocks = (j->n + ATTN_ROWS - 1) / ATTN_ROWS, total = nkv * blocks;
     float *scratch = j->c->scratch + j->c->scratch_stride * ith;
     for (;;) {
         int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        j->c->m->isa->attention(&j->a, u % nkv, u / nkv, scratch);
+        const int r0 = (u / nkv) * ATTN_ROWS, r1 = r0 + ATTN_ROWS < j->n ? r0 + ATTN_ROWS : j->n;
+        j->c->m->isa->attention(&j->a, u % nkv, r0, r1, scratch);
     }
 }
 

@@ -1,7 +1,8 @@
 /* The transformer's non-matmul pieces, written once with GCC vector extensions and included by each
  * instruction set's file (kern_ref.c, kern_avx2.c, kern_avx512.c) with RZ_OPS_SUFFIX set.
  *
- * Every lane operation is one IEEE operation (the files build with -ffp-contract=off, so nothing fuses),
+ * Every lane operation is one IEEE operation (the files build with -ffp-contract=off, so nothing fuses
+ * unless written as RZ_FMA16, which is a single-rounding fused multiply-add on every instruction set),
  * reductions run in one fixed order, and f16 <-> f32 conversion is exact, so the three compilations give
  * bit-identical results; and each query row is computed alone, so a row's result does not depend on how
  * many rows share the forward. Dimensions (head_dim, model width) must be multiples of 16.
@@ -23,6 +24,27 @@ static inline v16f RZ_FN(load_f16x16)(const uint16_t *p) {
     return r;
 }
 #define RZ_LOAD_F16X16 RZ_FN(load_f16x16)
+#endif
+
+/* a * b + c with one rounding: the FMA instruction where the ISA has one (RZ_FMA16), else fmaf per lane
+ * (libm's correctly rounded fused multiply-add): the same bits either way */
+#ifndef RZ_FMA16
+static inline v16f RZ_FN(fma)(v16f a, v16f b, v16f c) {
+    v16f r;
+    for (int i = 0; i < 16; i++) r[i] = fmaf(a[i], b[i], c[i]);
+    return r;
+}
+#define RZ_FMA16 RZ_FN(fma)
+#endif
+
+/* lane-wise max (no NaN reaches it): vmaxps where the ISA has it (RZ_VMAX16), else compare and select */
+#ifndef RZ_VMAX16
+static inline v16f RZ_FN(vmax)(v16f a, v16f b) {
+    v16f r;
+    for (int i = 0; i < 16; i++) r[i] = a[i] > b[i] ? a[i] : b[i];
+    return r;
+}
+#define RZ_VMAX16 RZ_FN(vmax)
 #endif
 
 static inline v16f RZ_FN(loadu)(const float *p) {
@@ -58,10 +80,29 @@ static inline v16f RZ_FN(vsel)(v16i m, v16f a, v16f b) {
     return out;
 }
 
+/* the largest lane (exact in any order): a tree of lane-wise maxima */
 static inline float RZ_FN(hmax)(v16f v) {
-    float m = v[0];
-    for (int i = 1; i < 16; i++) m = v[i] > m ? v[i] : m;
+    typedef float v8f __attribute__((vector_size(32)));
+    typedef float v4f __attribute__((vector_size(16)));
+    v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), b = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v8f m8 = a;
+    for (int i = 0; i < 8; i++) m8[i] = b[i] > a[i] ? b[i] : a[i];
+    v4f c = __builtin_shufflevector(m8, m8, 0, 1, 2, 3), d = __builtin_shufflevector(m8, m8, 4, 5, 6, 7);
+    float m = c[0] > d[0] ? c[0] : d[0];
+    for (int i = 1; i < 4; i++) {
+        float e = c[i] > d[i] ? c[i] : d[i];
+        m = e > m ? e : m;
+    }
     return m;
+}
+
+/* sum of the 16 int32 lanes (exact in any order) */
+static inline int32_t RZ_FN(hsum_i)(v16i v) {
+    typedef int32_t v8i __attribute__((vector_size(32)));
+    typedef int32_t v4i __attribute__((vector_size(16)));
+    v8i a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4i b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return b[0] + b[1] + b[2] + b[3];
 }
 
 /* |x| lane-wise (clear the sign bit) */
@@ -78,19 +119,22 @@ static inline v16f RZ_FN(vabs)(v16f x) {
  * in any order and every other step is lane-wise, so each instruction set writes the same bytes. */
 static void RZ_FN(quant)(rz_act *a, int B, int r, int b0, int b1) {
     typedef int8_t v16c __attribute__((vector_size(16)));
-    const int K = a->K, nb = K / B, t = rz_act_tile(a, r), r0 = a->tile_r0[t], nr = a->tile_nr[t];
+    const int K = a->K, nb = K / B, t = rz_act_tile(a, r), r0 = a->tile_r0[t], nr = a->tile_nr[t], lr = r - r0;
     const float *x = a->x + (size_t)r * K;
-    int8_t *qt = (B == 32 ? a->q32 : a->q256) + (size_t)r0 * K + (size_t)(r - r0) * 4;
-    float *d = B == 32 ? a->d32 : a->d256;
+    int8_t *qt = (B == 32 ? a->q32 : a->q256) + (size_t)r0 * K + (size_t)lr * 4;
+    float *d = (B == 32 ? a->d32 : a->d256) + (size_t)r0 * nb + lr;        /* block b at d[b * nr] */
+    int32_t *s32 = a->s32 + (size_t)r0 * nb + lr;
+    int16_t *h16 = a->h16 + (size_t)r0 * (K / 16) + (size_t)lr * 2;        /* sub-block j: (j / 2) * 2nr + j % 2 */
+    int16_t *h32 = a->h32 + (size_t)r0 * (K / 32) + (size_t)lr * 2;
     const v16f magic = RZ_FN(splat)(12582912.0f), hi = RZ_FN(splat)(127.0f), lo = RZ_FN(splat)(-127.0f);
     for (int b = b0; b < b1; b++) {
         const float *xb = x + (size_t)b * B;
-        v16f m = RZ_FN(splat)(0.0f);
-        for (int i = 0; i < B; i += 16) {
-            v16f v = RZ_FN(vabs)(RZ_FN(loadu)(xb + i));
-            m = RZ_FN(vsel)(v > m, v, m);
+        v16f m0 = RZ_FN(vabs)(RZ_FN(loadu)(xb)), m1 = RZ_FN(vabs)(RZ_FN(loadu)(xb + 16));
+        for (int i = 32; i < B; i += 32) {  /* two chains: the max is exact in any order */
+            m0 = RZ_VMAX16(m0, RZ_FN(vabs)(RZ_FN(loadu)(xb + i)));
+            m1 = RZ_VMAX16(m1, RZ_FN(vabs)(RZ_FN(loadu)(xb + i + 16)));
         }
-        const float amax = RZ_FN(hmax)(m);
+        const float amax = RZ_FN(hmax)(RZ_VMAX16(m0, m1));
         const v16f id = RZ_FN(splat)(amax == 0.0f ? 0.0f : 127.0f / amax);
         int32_t sum16[16];
         for (int i = 0; i < B; i += 16) {
@@ -100,19 +144,22 @@ static void RZ_FN(quant)(rz_act *a, int B, int r, int b0, int b1) {
             y = RZ_FN(vsel)(y < lo, lo, y);
             const v16i qi = __builtin_convertvector(y, v16i);
             const v16c qc = __builtin_convertvector(qi, v16c);
-            int s = 0;
-            for (int l = 0; l < 16; l++) s += qi[l];
-            sum16[i / 16] = s;
-            const int k = b * B + i;
-            for (int g = 0; g < 4; g++) memcpy(qt + (size_t)((k >> 2) + g) * nr * 4, (const int8_t *)&qc + 4 * g, 4);
+            sum16[i / 16] = RZ_FN(hsum_i)(qi);
+            int8_t *dst = qt + (size_t)((b * B + i) >> 2) * nr * 4;
+            for (int g = 0; g < 4; g++) memcpy(dst + (size_t)g * nr * 4, (const int8_t *)&qc + 4 * g, 4);
         }
-        d[(size_t)r0 * nb + (size_t)b * nr + (r - r0)] = amax / 127.0f;
+        d[(size_t)b * nr] = amax / 127.0f;
         if (B == 32) {
-            a->s32[(size_t)r0 * nb + (size_t)b * nr + (r - r0)] = sum16[0] + sum16[1];
+            s32[(size_t)b * nr] = sum16[0] + sum16[1];
         } else {
-            for (int j = 0; j < 16; j++) a->h16[rz_act_pi(a, r, 16 * b + j, K / 16)] = (int16_t)sum16[j];
-            for (int j = 0; j < 8; j++)
-                a->h32[rz_act_pi(a, r, 8 * b + j, K / 32)] = (int16_t)(sum16[2 * j] + sum16[2 * j + 1]);
+            for (int j = 0; j < 16; j++) {
+                const int jj = 16 * b + j;
+                h16[(size_t)(jj >> 1) * nr * 2 + (jj & 1)] = (int16_t)sum16[j];
+            }
+            for (int j = 0; j < 8; j++) {
+                const int jj = 8 * b + j;
+                h32[(size_t)(jj >> 1) * nr * 2 + (jj & 1)] = (int16_t)(sum16[2 * j] + sum16[2 * j + 1]);
+            }
         }
     }
 }
@@ -145,7 +192,7 @@ static void RZ_FN(rmsnorm)(const float *x, const float *w, float eps, int dim, f
     v16f ss = RZ_FN(splat)(0.0f);
     for (int i = 0; i < dim; i += 16) {
         v16f v = RZ_FN(loadu)(x + i);
-        ss = ss + v * v;
+        ss = RZ_FMA16(v, v, ss);
     }
     float mean = RZ_FN(hsum)(ss) / (float)dim;
     v16f inv = RZ_FN(splat)(1.0f / sqrtf(mean + eps));
@@ -162,75 +209,115 @@ static void RZ_FN(swiglu)(const float *g, const float *u, int n, float *out) {
     }
 }
 
-/* One query row (`row`, at position pos0 + row) of every query head that reads kv head `hk`: softmax over
- * keys 0..pos0+row of q.k * scale, then the weighted sum of the values. Keys are stored transposed
- * ([head][d][position]): 16 scores are one vector accumulated over d = 0, 1, ...; each output lane is one
- * value dimension accumulated over positions 0, 1, ...; 4 accumulators run side by side (4 x 16 positions,
- * or 4 x 16 dimensions), a tail one by one, each lane's sequence of operations the same either way.
- * The max, the exponentials and their sum run over positions in order.
- * scratch: group x (T rounded up to 64) floats. */
-static void RZ_FN(attention)(const rz_attn *a, int hk, int row, float *scratch) {
-    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, T = a->pos0 + row + 1;
-    const int kv_stride = a->n_head_kv * hd, T16 = (T + 15) & ~15, TS = (T + 63) & ~63;
+/* Attention of query rows r0..r1-1 (row i at position pos0 + i, seeing keys 0..pos0+i) for every query head
+ * that reads kv head `hk`. The (head, row) pairs go in chunks of up to 4 that share each key and value
+ * vector once it is converted from f16; every pair's arithmetic is the one it would get alone:
+ *   score(t) = sum over d = 0, 1, ... of q[d] * k[d][t] (fused multiply-adds in that order), times scale;
+ *   softmax over t < T in order (max, exponentials, their sum, normalisation);
+ *   out[d] = sum over t = 0, 1, ..., T-1 of p[t] * v[t][d] (fused, in that order; no term for t >= T).
+ * Keys are stored transposed ([head][d][position]) so 16 positions are one vector; 2 vectors x 4 pairs keep
+ * 8 accumulator chains in flight. scratch: 4 x (pos0 + r1 rounded up to 64) floats. */
+#define RZ_APAIRS 4
+static inline __attribute__((always_inline)) void RZ_FN(attn_chunk)(const rz_attn *a, int hk, int r0, int p0, const int NP,
+                                                                 float *scratch) {
+    const int hd = a->head_dim, group = a->n_head / a->n_head_kv, kv_stride = a->n_head_kv * hd;
     const size_t ks = (size_t)a->kt_stride;
-    const float *q0 = a->q + (size_t)row * a->q_stride + (size_t)hk * group * hd;
-    float *o0 = a->out + (size_t)row * a->q_stride + (size_t)hk * group * hd;
-    const uint16_t *kh = a->k + (size_t)hk * hd * ks;
-    const uint16_t *vh = a->v + (size_t)hk * hd;
+    const uint16_t *kh = a->k + (size_t)hk * hd * ks, *vh = a->v + (size_t)hk * hd;
     const v16f zero = RZ_FN(splat)(0.0f), sc = RZ_FN(splat)(a->scale);
-    for (int h = 0; h < group; h++) {
-        const float *q = q0 + h * hd;
-        float *sh = scratch + (size_t)h * TS;
-        int t = 0;
-        for (; t + 64 <= T16; t += 64) {
-            v16f c0 = zero, c1 = zero, c2 = zero, c3 = zero;
-            for (int d = 0; d < hd; d++) {
-                const uint16_t *kr = kh + (size_t)d * ks + t;
-                const v16f qd = RZ_FN(splat)(q[d]);
-                c0 = c0 + qd * RZ_LOAD_F16X16(kr);
-                c1 = c1 + qd * RZ_LOAD_F16X16(kr + 16);
-                c2 = c2 + qd * RZ_LOAD_F16X16(kr + 32);
-                c3 = c3 + qd * RZ_LOAD_F16X16(kr + 48);
+    const float *q[RZ_APAIRS];
+    float *o[RZ_APAIRS], *sh[RZ_APAIRS];
+    int T[RZ_APAIRS], tmin = 1 << 30, tmax = 0;
+    size_t TS = 0;
+    for (int j = 0; j < NP; j++) {
+        const int pj = p0 + j, row = r0 + pj / group;
+        T[j] = a->pos0 + row + 1;
+        tmin = T[j] < tmin ? T[j] : tmin;
+        tmax = T[j] > tmax ? T[j] : tmax;
+    }
+    TS = (size_t)((tmax + 63) & ~63);
+    for (int j = 0; j < NP; j++) {
+        const int pj = p0 + j, row = r0 + pj / group, h = hk * group + pj % group;
+        q[j] = a->q + (size_t)row * a->q_stride + (size_t)h * hd;
+        o[j] = a->out + (size_t)row * a->q_stride + (size_t)h * hd;
+        sh[j] = scratch + (size_t)j * TS;
+    }
+    const int T16 = (tmax + 15) & ~15;
+    /* scores: lanes past a pair's T are computed and never used */
+    int t = 0;
+    for (; t + 32 <= T16; t += 32) {
+        v16f c0[RZ_APAIRS], c1[RZ_APAIRS];
+        for (int j = 0; j < NP; j++) c0[j] = c1[j] = zero;
+        for (int d = 0; d < hd; d++) {
+            const uint16_t *kr = kh + (size_t)d * ks + t;
+            const v16f k0 = RZ_LOAD_F16X16(kr), k1 = RZ_LOAD_F16X16(kr + 16);
+            for (int j = 0; j < NP; j++) {
+                const v16f qd = RZ_FN(splat)(q[j][d]);
+                c0[j] = RZ_FMA16(qd, k0, c0[j]);
+                c1[j] = RZ_FMA16(qd, k1, c1[j]);
             }
-            RZ_FN(storeu)(sh + t, c0 * sc);
-            RZ_FN(storeu)(sh + t + 16, c1 * sc);
-            RZ_FN(storeu)(sh + t + 32, c2 * sc);
-            RZ_FN(storeu)(sh + t + 48, c3 * sc);
         }
-        for (; t < T16; t += 16) {
-            v16f c0 = zero;
-            for (int d = 0; d < hd; d++) c0 = c0 + RZ_FN(splat)(q[d]) * RZ_LOAD_F16X16(kh + (size_t)d * ks + t);
-            RZ_FN(storeu)(sh + t, c0 * sc);
+        for (int j = 0; j < NP; j++) {
+            RZ_FN(storeu)(sh[j] + t, c0[j] * sc);
+            RZ_FN(storeu)(sh[j] + t + 16, c1[j] * sc);
         }
-        float m = sh[0];
-        for (t = 1; t < T; t++) m = sh[t] > m ? sh[t] : m;
+    }
+    for (; t < T16; t += 16) {
+        v16f c0[RZ_APAIRS];
+        for (int j = 0; j < NP; j++) c0[j] = zero;
+        for (int d = 0; d < hd; d++) {
+            const v16f k0 = RZ_LOAD_F16X16(kh + (size_t)d * ks + t);
+            for (int j = 0; j < NP; j++) c0[j] = RZ_FMA16(RZ_FN(splat)(q[j][d]), k0, c0[j]);
+        }
+        for (int j = 0; j < NP; j++) RZ_FN(storeu)(sh[j] + t, c0[j] * sc);
+    }
+    for (int j = 0; j < NP; j++) {
+        float *s = sh[j], m = s[0];
+        for (int u = 1; u < T[j]; u++) m = s[u] > m ? s[u] : m;
         const v16f mv = RZ_FN(splat)(m);
-        for (t = 0; t < T16; t += 16) RZ_FN(storeu)(sh + t, RZ_FN(vexp)(RZ_FN(loadu)(sh + t) - mv));
+        for (int u = 0; u < T[j]; u += 16) RZ_FN(storeu)(s + u, RZ_FN(vexp)(RZ_FN(loadu)(s + u) - mv));
         float sum = 0.0f;
-        for (t = 0; t < T; t++) sum += sh[t];
+        for (int u = 0; u < T[j]; u++) sum += s[u];
         const float inv = 1.0f / sum;
-        for (t = 0; t < T; t++) sh[t] *= inv;
-        float *o = o0 + h * hd;
-        int d = 0;
-        for (; d + 64 <= hd; d += 64) {
-            v16f c0 = zero, c1 = zero, c2 = zero, c3 = zero;
-            for (t = 0; t < T; t++) {
-                const uint16_t *vr = vh + (size_t)t * kv_stride + d;
-                const v16f p = RZ_FN(splat)(sh[t]);
-                c0 = c0 + p * RZ_LOAD_F16X16(vr);
-                c1 = c1 + p * RZ_LOAD_F16X16(vr + 16);
-                c2 = c2 + p * RZ_LOAD_F16X16(vr + 32);
-                c3 = c3 + p * RZ_LOAD_F16X16(vr + 48);
+        for (int u = 0; u < T[j]; u++) s[u] *= inv;
+    }
+    /* values: all pairs over t < tmin, then each pair alone up to its own T */
+    for (int d = 0; d < hd; d += 32) {
+        const int two = d + 32 <= hd;
+        v16f c0[RZ_APAIRS], c1[RZ_APAIRS];
+        for (int j = 0; j < NP; j++) c0[j] = c1[j] = zero;
+        for (t = 0; t < tmin; t++) {
+            const uint16_t *vr = vh + (size_t)t * kv_stride + d;
+            const v16f v0 = RZ_LOAD_F16X16(vr), v1 = two ? RZ_LOAD_F16X16(vr + 16) : zero;
+            for (int j = 0; j < NP; j++) {
+                const v16f p = RZ_FN(splat)(sh[j][t]);
+                c0[j] = RZ_FMA16(p, v0, c0[j]);
+                c1[j] = RZ_FMA16(p, v1, c1[j]);
             }
-            RZ_FN(storeu)(o + d, c0);
-            RZ_FN(storeu)(o + d + 16, c1);
-            RZ_FN(storeu)(o + d + 32, c2);
-            RZ_FN(storeu)(o + d + 48, c3);
         }
-        for (; d < hd; d += 16) {
-            v16f c0 = zero;
-            for (t = 0; t < T; t++) c0 = c0 + RZ_FN(splat)(sh[t]) * RZ_LOAD_F16X16(vh + (size_t)t * kv_stride + d);
-            RZ_FN(storeu)(o + d, c0);
+        for (int j = 0; j < NP; j++) {
+            for (int u = tmin; u < T[j]; u++) {
+                const uint16_t *vr = vh + (size_t)u * kv_stride + d;
+                const v16f p = RZ_FN(splat)(sh[j][u]);
+                c0[j] = RZ_FMA16(p, RZ_LOAD_F16X16(vr), c0[j]);
+                if (two) c1[j] = RZ_FMA16(p, RZ_LOAD_F16X16(vr + 16), c1[j]);
+            }
+            RZ_FN(storeu)(o[j] + d, c0[j]);
+            if (two) RZ_FN(storeu)(o[j] + d + 16, c1[j]);
         }
+    }
+}
+
+static void RZ_FN(attention)(const rz_attn *a, int hk, int r0, int r1, float *scratch) {
+    const int pairs = (a->n_head / a->n_head_kv) * (r1 - r0);
+    const int chunks = (pairs + RZ_APAIRS - 1) / RZ_APAIRS;  /* near-equal chunks: 6 pairs -> 3 + 3 */
+    for (int c = 0, p0 = 0; c < chunks; c++) {
+        const int np = pairs / chunks + (c < pairs % chunks);
+        switch (np) {
+        case 1: RZ_FN(attn_chunk)(a, hk, r0, p0, 1, scratch); break;
+        case 2: RZ_FN(attn_chunk)(a, hk, r0, p0, 2, scratch); break;
+        case 3: RZ_FN(attn_chunk)(a, hk, r0, p0, 3, scratch); break;
+        default: RZ_FN(attn_chunk)(a, hk, r0, p0, 4, scratch); break;
+        }
+        p0 += np;
     }
 }

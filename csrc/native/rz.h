@@ -169,7 +169,7 @@ typedef struct rz_isa {
     const char *name;
     rz_kernel q4_0, q4_1, q5_0, q8_0, q4_k, q6_k, f16, bf16, f32;
     /* transformer pieces (ops_impl.h), compiled per instruction set from one source, equal on all */
-    void (*attention)(const struct rz_attn *a, int kv_head, int row, float *scratch);
+    void (*attention)(const struct rz_attn *a, int kv_head, int row0, int row1, float *scratch);
     void (*rmsnorm)(const float *x, const float *w, float eps, int dim, float *out);
     void (*swiglu)(const float *g, const float *u, int n, float *out);
     void (*quant)(rz_act *a, int block_cols, int row, int b0, int b1);  /* activation blocks b0..b1-1 */

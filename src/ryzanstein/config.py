@@ -20,9 +20,10 @@ FALLBACKS = ("plain", "error")
 
 
 def default_backend(kind: str) -> str:
-    """The backend for a model file of this kind (the store's "gguf" or "hf"): llama.cpp for GGUF files, torch
+    """The backend for a model file of this kind (the store's "gguf" or "hf"): native for GGUF files (llama.cpp
+    where the native backend cannot run the file or the CPU: models/__init__.py falls back with a note), torch
     for Hugging Face folders."""
-    return "llama.cpp" if kind == "gguf" else "torch"
+    return "native" if kind == "gguf" else "torch"
 
 
 def _check(ok: bool, field: str, value: Any, allowed: str) -> None:

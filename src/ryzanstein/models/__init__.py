@@ -7,6 +7,7 @@ to the function that loads it. A new backend is a module here behind the same `M
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..config import BACKENDS, default_backend
@@ -14,7 +15,9 @@ from ..errors import RyzansteinError
 from . import store
 from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
 from .llamacpp import LlamaCppModel
-from .native import NativeModel
+from .native import NativeModel, NativeUnsupported
+
+log = logging.getLogger("ryzanstein")
 
 __all__ = ["load_model", "Model", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "hf_folder_for_gguf"]
 
@@ -23,10 +26,16 @@ def load_model(spec: str, *, backend: str | None = None, threads: int | None = N
                dtype: str = "float32", device: str = "cpu", auto_pull: bool = True) -> Model:
     """Load a known model name, a .gguf file or an HF folder; pull a known model first if it is missing."""
     res = store.resolve(spec, auto_pull=auto_pull)
-    backend = backend or default_backend(res.kind)
-    if backend not in _LOADERS:
-        raise RyzansteinError(f"unknown backend {backend!r}: use {' or '.join(BACKENDS)}")
-    model = _LOADERS[backend](res, n_ctx=n_ctx, threads=threads, dtype=dtype, device=device)
+    chosen = backend or default_backend(res.kind)
+    if chosen not in _LOADERS:
+        raise RyzansteinError(f"unknown backend {chosen!r}: use {' or '.join(BACKENDS)}")
+    try:
+        model = _LOADERS[chosen](res, n_ctx=n_ctx, threads=threads, dtype=dtype, device=device)
+    except NativeUnsupported as e:
+        if backend is not None and not e.cpu:  # asked for by name: the one-line error, exit 2
+            raise
+        log.warning("%s; using the llama.cpp backend", e.reason)
+        model = _load_llamacpp(res, n_ctx=n_ctx, threads=threads, dtype=dtype, device=device)
     model.info.extra["sha256"] = res.sha256
     return model
 

@@ -33,29 +33,21 @@ ISA_ENV = "RYZANSTEIN_NATIVE_ISA"  # force an instruction set (c, avx2, avx512-v
 
 
 class NativeUnsupported(RyzansteinError):
-    """The native backend cannot run this file or this CPU; llama.cpp may."""
+    """The native backend cannot run this file (or on this CPU) and llama.cpp can. The message suggests
+    `--backend llama.cpp`; `reason` alone is the note printed when native was only the default backend."""
+
+    def __init__(self, reason: str, cpu: bool = False) -> None:
+        super().__init__(f"{reason}: use --backend llama.cpp")
+        self.reason, self.cpu = reason, cpu
 
 
 def _ext():
     try:
         from . import _native  # the compiled extension: a clear line if the build is missing
     except ImportError as e:  # pragma: no cover - a broken install
-        raise NativeUnsupported(f"the native backend's compiled extension is missing ({e}): reinstall with "
-                                "./install.sh, or use --backend llama.cpp") from None
+        raise NativeUnsupported(f"the native backend's compiled extension is missing ({e}); reinstall with "
+                                "./install.sh") from None
     return _native
-
-
-def available_isas() -> list[str]:
-    """Instruction sets this CPU supports, best first ("c" is the portable reference)."""
-    return _ext().isa_names()
-
-
-def cpu_supported() -> bool:
-    """Whether this CPU has a SIMD path (AVX2 or AVX-512 VNNI); the portable C path is for tests, not speed."""
-    try:
-        return any(i != "c" for i in available_isas())
-    except NativeUnsupported:
-        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,12 +76,12 @@ def read_arch(g: GGUFFile) -> NativeArch:
     arch = g.field("general.architecture")
     if arch not in ARCHS:
         raise NativeUnsupported(f"architecture {arch!r} of {path.name} is not supported by the native backend "
-                                f"(it runs {' and '.join(ARCHS)}): use --backend llama.cpp")
+                                f"(it runs {' and '.join(ARCHS)})")
     names = {t.name: t for t in g.tensors}
     scaling = g.field(f"{arch}.rope.scaling.type")
     if scaling not in (None, "none") or "rope_freqs.weight" in names:
         raise NativeUnsupported(f"RoPE scaling ({scaling or 'rope_freqs'}) in {path.name} is not supported by the "
-                                "native backend: use --backend llama.cpp")
+                                "native backend")
     try:
         n_head = int(g.field(f"{arch}.attention.head_count"))
         dim = int(g.field(f"{arch}.embedding_length"))
@@ -117,12 +109,12 @@ def check_types(g: GGUFFile) -> None:
     for t in g.tensors:
         if _is_vector(t):
             if t.type != 0:
-                raise NativeUnsupported(f"vector {t.name} in {g.path.name} is {t.type_name}, not F32: "
-                                        "use --backend llama.cpp")
+                raise NativeUnsupported(f"vector {t.name} in {g.path.name} is {t.type_name}, not F32, which the "
+                                        "native backend needs")
         elif N.block_cols(t.type) == 0:
             raise NativeUnsupported(f"tensor {t.name} of {g.path.name} has type {t.type_name}, which the native "
                                     "backend does not support (it reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, "
-                                    "Q4_K, Q6_K): use --backend llama.cpp")
+                                    "Q4_K, Q6_K)")
 
 
 def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
@@ -142,12 +134,10 @@ def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
     mats = sorted((t for t in g.tensors if not _is_vector(t)), key=lambda t: -t.nbytes)  # big ones first
     with ThreadPoolExecutor(max(1, threads)) as pool:
         tensors = dict(zip((t.name.removesuffix(".weight") for t in mats), pool.map(repack, mats)))
-    isa = isa or os.environ.get(ISA_ENV) or None
     try:
         return N.Model(arch.config(), tensors, vectors, threads, isa)
     except (KeyError, ValueError) as e:
-        raise NativeUnsupported(f"{g.path.name} does not fit the native backend's model ({e.args[0]}): "
-                                "use --backend llama.cpp") from None
+        raise NativeUnsupported(f"{g.path.name} does not fit the native backend's model ({e.args[0]})") from None
 
 
 class _VocabOnly:
@@ -182,6 +172,10 @@ class NativeModel(Model):
         super().__init__()
         path = Path(path)
         threads = threads or usable_cores()
+        isa = isa or os.environ.get(ISA_ENV) or None
+        if isa is None and not any(i != "c" for i in _ext().isa_names()):
+            raise NativeUnsupported("this CPU has neither AVX2 (with FMA and F16C) nor AVX-512 VNNI, which the "
+                                    "native kernels need", cpu=True)
         g = GGUFFile(path)
         arch = read_arch(g)
         check_types(g)
