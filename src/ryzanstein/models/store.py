@@ -147,6 +147,9 @@ def resolve(spec: str, *, auto_pull: bool = False, out: TextIO = sys.stderr) -> 
             raise ModelNotFound(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
                                 f"pass a .gguf model file or a Hugging Face folder")
         return ResolvedModel(path.stem, "gguf", path, None)
+    if path.exists():
+        raise ModelNotFound(f"{path} is not a regular file (a device, pipe or socket): pass a .gguf model file or "
+                            f"a Hugging Face folder")
     if spec.endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith((".", "~")):
         raise ModelNotFound(f"model file not found: {path}")
     known = ", ".join(KNOWN_MODELS)
