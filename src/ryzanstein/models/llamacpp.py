@@ -135,7 +135,8 @@ class LlamaCppModel(Model):
         n_layer = L.llama_model_n_layer(self._model)
         self.info = ModelInfo(
             name=name or str(path), path=str(path), backend="llama.cpp", arch=arch, n_layers=n_layer,
-            n_ctx=L.llama_n_ctx(self._ctx), n_ctx_train=n_ctx_train, threads=threads,
+            # llama.cpp allocates at least 256 positions (and pads); the context holds what was asked for
+            n_ctx=min(n_ctx, L.llama_n_ctx(self._ctx)), n_ctx_train=n_ctx_train, threads=threads,
             dtype=self._meta("general.file_type") or "gguf",
         )
         n_embd, n_head, n_head_kv = (L.llama_model_n_embd(self._model), L.llama_model_n_head(self._model),
@@ -217,7 +218,7 @@ class LlamaCppModel(Model):
     def memory(self) -> MemoryUse:
         return MemoryUse(
             weights_bytes=int(self._L.llama_model_size(self._model)),
-            kv_cache_bytes=self._kv_per_token * self.n_ctx,
+            kv_cache_bytes=self._kv_per_token * self._L.llama_n_ctx(self._ctx),  # allocated, padding included
             kv_bytes_per_token=self._kv_per_token,
         )
 
