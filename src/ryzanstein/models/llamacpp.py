@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RyzansteinError
 from ..machine import usable_cores
-from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer, valid_text
 from .gguf_truncate import self_draft_path
 
 _SEQ = 0  # single sequence
@@ -53,6 +53,7 @@ class LlamaCppTokenizer(Tokenizer):
         self._L, self._vocab = L, vocab_p
         self._n = L.llama_vocab_n_tokens(vocab_p)
         self._pieces: dict[int, bytes] = {}
+        self._special: dict[str, int] | None = None
         self._buf = ctypes.create_string_buffer(256)
         bos, eos, eot = (L.llama_vocab_bos(vocab_p), L.llama_vocab_eos(vocab_p), L.llama_vocab_eot(vocab_p))
         stops = {i for i in range(self._n) if L.llama_vocab_is_eog(vocab_p, i)}
@@ -67,16 +68,24 @@ class LlamaCppTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._n
 
-    def encode(self, text: str, add_special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
+    def encode(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        data = valid_text(text)
         n_max = len(data) + 8
         buf = (self._L.llama_token * n_max)()
-        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         if n < 0:  # buffer too small: n is minus the size needed
             n_max = -n
             buf = (self._L.llama_token * n_max)()
-            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         return list(buf[:n])
+
+    def special_texts(self) -> dict[str, int]:
+        """Control (and unknown-token) texts: what llama_tokenize parses only with parse_special."""
+        if self._special is None:  # a scan of the vocabulary's attributes (~30 ms at 150k): on first use
+            L, gated = self._L, self._L.LLAMA_TOKEN_ATTR_CONTROL | self._L.LLAMA_TOKEN_ATTR_UNKNOWN
+            self._special = {self.token_text(i): i for i in range(self._n)
+                             if L.llama_vocab_get_attr(self._vocab, i) & gated and self.token_text(i)}
+        return self._special
 
     def piece(self, token_id: int) -> bytes:
         """The bytes this token adds to the text (special tokens rendered)."""
