@@ -42,6 +42,7 @@ def test_a_request_becomes_a_generation_config():
     ({"stop": 5}, "stop"), ({"speculative": {"k": 99}}, "speculative.k"), ({"speculative": {"kk": 1}}, "speculative"),
     ({"speculative": {"draft": "llama"}}, "speculative.draft"), ({"logprobs": 2}, "logprobs"),
     ({"presence_penalty": 0.5}, "presence_penalty"), ({"stream": "yes"}, "stream"),
+    ({"response_format": {"type": "json_object"}}, "response_format"), ({"response_format": "json"}, "response_format"),
 ])
 def test_an_invalid_request_names_its_parameter(body, param):
     assert refused(config, body).param == param
