@@ -163,3 +163,9 @@ def test_a_prompt_that_is_not_utf8(where):
                            timeout=120)
     p = subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(), p.stderr.decode())
     one_line_error(p, "not UTF-8", "byte 0xe9 at offset 3", "stdin" if where == "stdin" else "argument")
+
+
+def test_an_invalid_cost_profile_is_refused(tmp_path, smol_gguf):
+    bad = tmp_path / "profile.json"
+    bad.write_text('{"v_s": [0.01, NaN, 0.02]}')
+    one_line_error(run("generate", "hi", "-n", "4", "--cost-profile", str(bad)), "cost profile", str(bad))

@@ -29,7 +29,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.json:
         for _ in gen:
             pass
-        print(json.dumps(gen.result.to_dict()))
+        print(json.dumps(gen.result.to_dict(), allow_nan=False))  # to_dict made NaN None
         return 0
     for piece in gen:
         sys.stdout.write(piece)
