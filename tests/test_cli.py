@@ -169,3 +169,21 @@ def test_an_invalid_cost_profile_is_refused(tmp_path, smol_gguf):
     bad = tmp_path / "profile.json"
     bad.write_text('{"v_s": [0.01, NaN, 0.02]}')
     one_line_error(run("generate", "hi", "-n", "4", "--cost-profile", str(bad)), "cost profile", str(bad))
+
+
+def test_a_corrupted_pulled_model_is_refused_and_listed_as_corrupt(tmp_path, smol_gguf):
+    """The issue's case: 8 MB overwritten in the middle of a pulled GGUF, size unchanged (on a copy)."""
+    import shutil
+
+    home = tmp_path / "home"
+    copy = home / "models" / "smollm2-135m" / smol_gguf.name
+    copy.parent.mkdir(parents=True)
+    shutil.copy(smol_gguf, copy)
+    with open(copy, "r+b") as f:
+        f.seek(40 << 20)
+        f.write(b"\0" * (8 << 20))
+    env = {"RYZANSTEIN_HOME": str(home)}
+    one_line_error(run("generate", "hi", "-n", "4", env=env), str(copy), "corrupt", "ryzanstein models pull smollm2-135m")
+    listing = run("models", "list", env=env).stdout
+    assert any(line.startswith("smollm2-135m") and "corrupt" in line for line in listing.splitlines()), listing
+    one_line_error(run("models", "verify", "smollm2-135m", env=env), "corrupt", "ryzanstein models pull smollm2-135m")
