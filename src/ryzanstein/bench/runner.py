@@ -44,8 +44,9 @@ def make_configs(drafts: list[str], ks: list, temperatures: list[float]) -> list
 def generation_config_for_run(c: dict, seed: int, b: BenchConfig) -> GenerationConfig:
     """The GenerationConfig of configuration `c` on a prompt with this seed."""
     k = c["k"] if isinstance(c["k"], int) else None
-    return GenerationConfig(max_new_tokens=b.max_new_tokens, temperature=c["temperature"], seed=seed, k=k,
-                            policy="fixed" if k else "auto", ignore_eos=b.ignore_eos)
+    # plain temperature sampling (no top-k/top-p/min-p), as every earlier run: results stay comparable
+    return GenerationConfig(max_new_tokens=b.max_new_tokens, temperature=c["temperature"], top_k=0, top_p=1.0,
+                            min_p=0.0, seed=seed, k=k, policy="fixed" if k else "auto", ignore_eos=b.ignore_eos)
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:

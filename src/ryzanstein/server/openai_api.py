@@ -106,13 +106,15 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
     max_tokens = body.get("max_completion_tokens") if chat else None
     max_tokens = body.get("max_tokens") if max_tokens is None else max_tokens
     extra = {f: spec[f] for f in ("k_min", "k_max", "p_min", "min_speedup") if f in spec}
+    d = GenerationConfig()  # an absent sampling field gets llama.cpp's default, as llama-server answers
+
     def get(name, default):
         return default if body.get(name) is None else body[name]
     try:
         return GenerationConfig(
-            max_new_tokens=16 if max_tokens is None else max_tokens, temperature=get("temperature", 1.0),
-            top_p=get("top_p", 1.0), top_k=get("top_k", 0), seed=body.get("seed"), stop=stop or (), k=k,
-            policy=spec.get("policy", server.policy), **extra)
+            max_new_tokens=16 if max_tokens is None else max_tokens, temperature=get("temperature", d.temperature),
+            top_p=get("top_p", d.top_p), top_k=get("top_k", d.top_k), min_p=get("min_p", d.min_p),
+            seed=body.get("seed"), stop=stop or (), k=k, policy=spec.get("policy", server.policy), **extra)
     except ConfigError as e:
         m = re.match(r"invalid (\w+)=", str(e))
         field = m.group(1) if m else None
