@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "ryzanstein"
 # The layers, bottom first. A module may import any lower layer's modules and its own package's; in the bottom
 # layer the modules may import each other (no cycle).
 LAYERS = [
-    {"config", "errors", "machine"},
+    {"config", "errors", "machine", "progress"},
     {"models"},
     {"spec"},
     {"engine"},

@@ -11,10 +11,10 @@ import pytest
 from ryzanstein.models import store
 
 
-def run(*args, env=None, stdin=None):
+def run(*args, env=None, stdin=None, timeout=300):
     e = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ryzanstein.cli", *args], capture_output=True, text=True,
-                          env=e, input=stdin, timeout=300)
+                          env=e, input=stdin, timeout=timeout)
 
 
 def one_line_error(p, *fragments, progress=False):
@@ -120,3 +120,70 @@ def test_memory_overhead_over_the_limit_is_refused(smol_gguf):
     p = run("generate", "hi", "-n", "4", "--draft", "self:20", "--max-memory-overhead", "0.05",
             "--allow-memory-overhead")
     assert p.returncode == 0
+
+
+# issue 14: the bad inputs that were not handled ---------------------------------------------------------------
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_an_empty_api_key_is_a_startup_error(how):
+    args, env = (["--api-key", ""], None) if how == "flag" else ([], {"RYZANSTEIN_API_KEY": ""})
+    one_line_error(run("serve", *args, env=env, timeout=60), "API key is empty", "--api-key")
+
+
+def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = run("serve", "--port", str(port), "--threads", "1", timeout=60)
+    one_line_error(p, f"port {port} is in use", "--port")
+    assert "serving" not in p.stdout
+
+
+def test_a_model_path_that_is_not_a_regular_file():
+    one_line_error(run("generate", "hi", "--model", "/dev/zero"), "/dev/zero is not a regular file")
+
+
+def test_ctx_size_is_honoured(smol_gguf):
+    one_line_error(run("generate", "word " * 100, "--ctx-size", "64", "--no-chat"), "the context holds 64")
+    p = run("generate", "Hi", "--ctx-size", "64", "--no-chat", "--json", "-n", "200", "--ignore-eos",
+            "--temperature", "0", "--draft", "none")
+    d = json.loads(p.stdout)
+    assert d["prompt_tokens"] + d["num_tokens"] == 65 and d["finish_reason"] == "length"  # 64 cached + the last
+
+
+@pytest.mark.parametrize("where", ["argv", "stdin"])
+def test_a_prompt_that_is_not_utf8(where):
+    bad = b"caf\xe9 au lait"  # Latin-1, not UTF-8
+    if where == "argv":
+        p = subprocess.run([sys.executable, "-m", "ryzanstein.cli", "generate", bad], capture_output=True, timeout=120)
+    else:
+        p = subprocess.run([sys.executable, "-m", "ryzanstein.cli", "generate", "-"], input=bad, capture_output=True,
+                           timeout=120)
+    p = subprocess.CompletedProcess(p.args, p.returncode, p.stdout.decode(), p.stderr.decode())
+    one_line_error(p, "not UTF-8", "byte 0xe9 at offset 3", "stdin" if where == "stdin" else "argument")
+
+
+def test_an_invalid_cost_profile_is_refused(tmp_path, smol_gguf):
+    bad = tmp_path / "profile.json"
+    bad.write_text('{"v_s": [0.01, NaN, 0.02]}')
+    one_line_error(run("generate", "hi", "-n", "4", "--cost-profile", str(bad)), "cost profile", str(bad))
+
+
+def test_a_corrupted_pulled_model_is_refused_and_listed_as_corrupt(tmp_path, smol_gguf):
+    """The issue's case: 8 MB overwritten in the middle of a pulled GGUF, size unchanged (on a copy)."""
+    import shutil
+
+    home = tmp_path / "home"
+    copy = home / "models" / "smollm2-135m" / smol_gguf.name
+    copy.parent.mkdir(parents=True)
+    shutil.copy(smol_gguf, copy)
+    with open(copy, "r+b") as f:
+        f.seek(40 << 20)
+        f.write(b"\0" * (8 << 20))
+    env = {"RYZANSTEIN_HOME": str(home)}
+    one_line_error(run("generate", "hi", "-n", "4", env=env), str(copy), "corrupt", "ryzanstein models pull smollm2-135m")
+    listing = run("models", "list", env=env).stdout
+    assert any(line.startswith("smollm2-135m") and "corrupt" in line for line in listing.splitlines()), listing
+    one_line_error(run("models", "verify", "smollm2-135m", env=env), "corrupt", "ryzanstein models pull smollm2-135m")

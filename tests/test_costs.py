@@ -51,5 +51,43 @@ def test_atomic_save_and_foreign_profile_file(tmp_path):
     from ryzanstein.errors import RyzansteinError
 
     (tmp_path / "bad.json").write_text("{}")
-    with pytest.raises(RyzansteinError, match="cannot read cost profile"):
+    with pytest.raises(RyzansteinError, match="cost profile .*bad.json: v_s must be a list"):
         costs.load_file(tmp_path / "bad.json")
+
+
+BAD_V_S = [[], [0.0] * costs.N_MAX, [float("nan")] * costs.N_MAX, [-0.01] * costs.N_MAX, ["fast"] * costs.N_MAX,
+           [[0.01]] * costs.N_MAX, None, [0.01]]
+
+
+@pytest.mark.parametrize("v_s", BAD_V_S, ids=["empty", "zeros", "nan", "negative", "strings", "nested", "null",
+                                              "one value"])
+def test_an_invalid_cached_profile_is_measured_again_with_a_warning(home, llama_smol, capsys, v_s):
+    good = costs.profile_for(llama_smol)
+    path = costs._cache_path(costs.profile_key(llama_smol))
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "v_s": v_s}))  # json writes NaN as the bare word NaN, as Python reads it
+    capsys.readouterr()
+    again = costs.profile_for(llama_smol)
+    assert again.source == "measured" and len(again.v_s) == costs.N_MAX and all(x > 0 for x in again.v_s)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(err) == 1 and str(path) in err[0] and "measuring again" in err[0], err
+    assert costs.profile_for(llama_smol).source == "cache" and good.key == again.key
+
+
+@pytest.mark.parametrize("v_s", BAD_V_S[:6] + [[0.01, float("inf")]])
+def test_an_invalid_cost_profile_file_is_refused_naming_it(tmp_path, v_s):
+    from ryzanstein.errors import RyzansteinError
+
+    path = tmp_path / "theirs.json"
+    path.write_text(json.dumps({"v_s": v_s}))
+    with pytest.raises(RyzansteinError, match="cost profile .*theirs.json") as e:
+        costs.load_file(path)
+    assert "\n" not in str(e.value)
+
+
+def test_json_output_never_holds_nan_or_infinity():
+    from ryzanstein.spec.stats import GenerationStats
+
+    d = GenerationStats(predicted_speedup=float("nan"), predicted_tokens_per_s=float("inf")).to_dict()
+    assert d["predicted_speedup"] is None and d["predicted_tokens_per_s"] is None
+    json.dumps(d, allow_nan=False)

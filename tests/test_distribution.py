@@ -69,7 +69,10 @@ def run(rule, p, q, model_free, rng):
     return np.array(first), np.array(second)
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=1.0), dict(temperature=0.8, top_k=40, top_p=0.9)])
+@pytest.mark.parametrize("settings", [dict(temperature=1.0), dict(temperature=0.8, top_k=40, top_p=0.9),
+                                      dict(temperature=1.0, min_p=0.1),
+                                      dict(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)],  # the defaults
+                         ids=["t1", "t0.8-k40-p0.9", "t1-minp0.1", "defaults"])
 @pytest.mark.parametrize("model_free", [False, True])
 def test_speculative_sampling_keeps_target_distribution(real_logits, settings, model_free):
     tgt, drf = real_logits

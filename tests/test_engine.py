@@ -45,8 +45,8 @@ def plain(llama_smol):
 
 
 def test_greedy_is_deterministic(plain):
-    a = plain.generate("Tell me about volcanoes.", max_new_tokens=32)
-    b = plain.generate("Tell me about volcanoes.", max_new_tokens=32)
+    a = plain.generate("Tell me about volcanoes.", temperature=0, max_new_tokens=32)
+    b = plain.generate("Tell me about volcanoes.", temperature=0, max_new_tokens=32)
     assert a.tokens == b.tokens and a.text == b.text and a.num_tokens == 32
 
 
@@ -84,48 +84,49 @@ def test_sampling_with_a_seed_is_reproducible(plain):
 @pytest.mark.parametrize("k", [1, 2, 4, 8, None])
 def test_ngram_greedy_equals_plain(llama_smol, plain, k):
     spec = Engine.from_models(llama_smol, NgramProposer(1, 4))
-    ref = plain.generate(CODE_PROMPT, max_new_tokens=64)
-    out = spec.generate(CODE_PROMPT, max_new_tokens=64, k=k)
+    ref = plain.generate(CODE_PROMPT, temperature=0, max_new_tokens=64)
+    out = spec.generate(CODE_PROMPT, temperature=0, max_new_tokens=64, k=k)
     assert out.tokens == ref.tokens
     if k:
         assert out.stats.spec_rounds > 0 and out.stats.num_accepted > 0
 
 
 def test_eos_inside_the_accepted_draft_ends_the_output(llama_smol, plain):
-    ref = plain.generate("Say hello.", max_new_tokens=64)
+    ref = plain.generate("Say hello.", temperature=0, max_new_tokens=64)
     assert ref.finish_reason == "stop"  # the model ends by itself
     ids = plain.encode("Say hello.")
     spec = Engine.from_models(llama_smol, Oracle(len(ids), ref.tokens))  # the draft runs past the EOS
-    out = spec.generate("Say hello.", max_new_tokens=64, k=8)
+    out = spec.generate("Say hello.", temperature=0, max_new_tokens=64, k=8)
     assert out.tokens == ref.tokens and out.finish_reason == "stop" and out.text == ref.text
     assert out.stats.num_accepted >= len(ref.tokens) - 1 - out.stats.spec_rounds
 
 
 def test_budget_hit_mid_draft(llama_smol, plain):
-    ref = plain.generate(CODE_PROMPT, max_new_tokens=64)
+    ref = plain.generate(CODE_PROMPT, temperature=0, max_new_tokens=64)
     spec = Engine.from_models(llama_smol, Oracle(len(plain.encode(CODE_PROMPT)), ref.tokens))
-    out = spec.generate(CODE_PROMPT, max_new_tokens=11, k=8)
+    out = spec.generate(CODE_PROMPT, temperature=0, max_new_tokens=11, k=8)
     assert out.tokens == ref.tokens[:11] and out.finish_reason == "length"
 
 
 def test_context_limit_hit_mid_draft(smol_gguf):
     from ryzanstein.models.llamacpp import LlamaCppModel
 
-    small = LlamaCppModel(smol_gguf, name="smollm2-135m", n_ctx=200, threads=2)  # llama.cpp pads to 256
+    small = LlamaCppModel(smol_gguf, name="smollm2-135m", n_ctx=200, threads=2)  # llama.cpp allocates 256
+    assert small.n_ctx == 200  # but the context holds what was asked for
     plain = Engine.from_models(small)
     ids = small.tokenizer.encode(CODE_PROMPT * 8)[:small.n_ctx - 21]
-    ref = plain.generate(ids, max_new_tokens=200, ignore_eos=True)
+    ref = plain.generate(ids, temperature=0, max_new_tokens=200, ignore_eos=True)
     assert ref.finish_reason == "length" and len(ids) + ref.num_tokens == small.n_ctx + 1  # full + the last
     spec = Engine.from_models(small, Oracle(len(ids), ref.tokens))
-    out = spec.generate(ids, max_new_tokens=200, k=8, ignore_eos=True)
+    out = spec.generate(ids, temperature=0, max_new_tokens=200, k=8, ignore_eos=True)
     assert out.tokens == ref.tokens
     small.close()
 
 
 def test_draft_failure_falls_back_to_plain_without_losing_a_token(llama_smol, plain):
-    ref = plain.generate(CODE_PROMPT, max_new_tokens=64)
+    ref = plain.generate(CODE_PROMPT, temperature=0, max_new_tokens=64)
     failing = Failing(NgramProposer(1, 4), fail_at=3)
-    out = Engine.from_models(llama_smol, failing).generate(CODE_PROMPT, max_new_tokens=64, k=4)
+    out = Engine.from_models(llama_smol, failing).generate(CODE_PROMPT, temperature=0, max_new_tokens=64, k=4)
     assert out.tokens == ref.tokens
     assert "MemoryError" in out.stats.fallback and failing.calls == 3
     with pytest.raises(RyzansteinError, match="draft failing failed: MemoryError"):
@@ -148,12 +149,12 @@ def test_model_draft_reports_confidence_and_obeys_the_stop_rule(llama_smol, smol
 
 
 def test_stop_strings_and_streaming(plain):
-    gen = plain.stream("List three fruits, one per line.", max_new_tokens=48, stop=("\n",))
+    gen = plain.stream("List three fruits, one per line.", temperature=0, max_new_tokens=48, stop=("\n",))
     pieces = list(gen)
     res = gen.result
     assert "".join(pieces) == res.text and "\n" not in res.text
     assert res.finish_reason == "stop"
-    full = plain.generate("List three fruits, one per line.", max_new_tokens=48)
+    full = plain.generate("List three fruits, one per line.", temperature=0, max_new_tokens=48)
     assert full.text.startswith(res.text) and full.text[len(res.text)] == "\n"
 
 
@@ -178,6 +179,6 @@ def test_prompt_longer_than_context_is_refused(plain):
 
 
 def test_prefix_cache_reuse_keeps_output_identical(plain):
-    a = plain.generate("Explain rain in one sentence.", max_new_tokens=20)
-    b = plain.generate("Explain rain in one sentence.", max_new_tokens=20)
+    a = plain.generate("Explain rain in one sentence.", temperature=0, max_new_tokens=20)
+    b = plain.generate("Explain rain in one sentence.", temperature=0, max_new_tokens=20)
     assert b.stats.cached_prompt_tokens == b.prompt_tokens - 1 and a.tokens == b.tokens

@@ -32,7 +32,7 @@ def test_each_stream_clock_runs_only_during_its_own_steps():
 
 def test_the_decode_loop_times_with_the_clock_it_is_given(llama_smol):
     ticks = itertools.count()
-    res = Engine.from_models(llama_smol).stream("Say hi", GenerationConfig(max_new_tokens=4),
+    res = Engine.from_models(llama_smol).stream("Say hi", GenerationConfig(max_new_tokens=4, temperature=0),
                                                 clock=lambda: float(next(ticks))).run()
     s = res.stats
     assert s.prefill_s == 1.0  # exactly one tick between the two readings around the prefill: never wall time

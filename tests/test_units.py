@@ -135,6 +135,23 @@ def test_top_k_top_p_filters():
     assert all(sample(np.array([0, 0, 1.0, 0]), rng) == 2 for _ in range(50))
 
 
+def test_min_p_filter():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    p = probs_from_logits(logits, 1.0, min_p=0.2)  # keeps p >= 0.2 * 0.5 = 0.1
+    assert np.allclose(p, np.array([0.5, 0.3, 0.15, 0]) / 0.95)
+    p = probs_from_logits(np.stack([logits, logits[::-1]]), 1.0, min_p=0.5)  # row by row, relative to its top
+    assert np.allclose(p, [[0.625, 0.375, 0, 0], [0, 0, 0.375, 0.625]])
+    assert np.count_nonzero(probs_from_logits(logits, 1.0, min_p=0.0)) == 4
+    with pytest.raises(ConfigError, match="invalid min_p=1.0"):
+        GenerationConfig(min_p=1.0)
+
+
+def test_defaults_sample_like_llama_cpp_and_zero_temperature_is_greedy():
+    cfg = GenerationConfig()
+    assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p) == (0.8, 40, 0.95, 0.05) and not cfg.greedy
+    assert GenerationConfig(temperature=0).greedy
+
+
 def rnd(k, num_accepted, draft_s, verify_s, shadow=(), emitted=None, conf=None):
     """A Round for a policy; unless told, it emitted the accepted drafts + one token."""
     emitted = [0] * (num_accepted + 1) if emitted is None else emitted

@@ -41,12 +41,17 @@ def _is_num(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    """Per-request settings: sampling, budget, speculation."""
+    """Per-request settings: sampling, budget, speculation.
+
+    The sampling defaults are llama.cpp's (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05): text that reads
+    well from a first run. temperature=0 is greedy decoding, exactly the target's argmax: what tests and
+    benchmarks ask for."""
 
     max_new_tokens: int = 256
-    temperature: float = 0.0  # 0 = greedy (argmax)
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
+    temperature: float = 0.8  # 0 = greedy (argmax)
+    top_k: int = 40  # 0 = off
+    top_p: float = 0.95  # 1 = off
+    min_p: float = 0.05  # 0 = off; drop tokens under min_p x the most likely token's probability
     seed: int | None = None  # None = a fresh random seed
     stop: tuple[str, ...] = ()  # stop strings (EOS and the model's stop ids stop too, unless ignore_eos)
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
@@ -63,6 +68,7 @@ class GenerationConfig:
         _check(_is_num(self.temperature) and 0 <= self.temperature <= 100, "temperature", self.temperature, "a number in [0, 100] (0 = greedy)")
         _check(_is_int(self.top_k) and self.top_k >= 0, "top_k", self.top_k, "an integer >= 0 (0 = off)")
         _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1] (1 = off)")
+        _check(_is_num(self.min_p) and 0 <= self.min_p < 1, "min_p", self.min_p, "a number in [0, 1) (0 = off)")
         _check(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**63), "seed", self.seed, "an integer in [0, 2^63) or None")
         if isinstance(self.stop, str) or isinstance(self.stop, list):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))

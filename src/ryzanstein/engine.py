@@ -188,7 +188,7 @@ class Engine:
         if self.proposer is None or cfg.k_max == 0 or cfg.k == 0:
             stats.policy = "none"
             return None, None
-        self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.p_min, rng)
+        self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.p_min, rng)
         policy = make_policy(cfg, self.costs, self.proposer.is_model_free, prompt_tokens, self.auto_learned)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)

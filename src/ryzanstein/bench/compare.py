@@ -18,7 +18,7 @@ from ..errors import RyzansteinError
 from ..models import hf_folder_for_gguf, store
 from .config import BenchConfig
 from .markdown import fmt, table
-from .progress import Progress
+from ..progress import progress_bar
 from .schema import short_name
 from .summary import geomean
 
@@ -72,7 +72,7 @@ def run_compare(b: BenchConfig, target, prompts: list[dict], ids: dict[str, list
 
     for kw in methods.values():  # warm-up
         generate(prompts[0]["id"], kw, max_new=8)
-    runs, progress = [], Progress(len(prompts) * len(methods), "transformers runs")
+    runs, progress = [], progress_bar(len(prompts) * len(methods), "[bench] transformers runs")
     for p in prompts:
         block = {}
         for name, kw in methods.items():
@@ -81,7 +81,8 @@ def run_compare(b: BenchConfig, target, prompts: list[dict], ids: dict[str, list
             runs.append({"prompt_id": p["id"], "category": p["category"], "method": name, "num_tokens": len(toks),
                          "seconds": secs, "tokens_per_s": len(toks) / secs if secs > 0 else 0.0,
                          "identical_to_hf_plain": None if name == "hf-plain" else toks == block["hf-plain"]})
-            progress.step(f"{p['id']} {name}")
+            progress.set_postfix_str(f"{p['id']} {name}", refresh=False)
+            progress.update()
     return {"library": f"transformers {transformers.__version__}", "dtype": b.compare_dtype,
             "threads": target.info.threads, "folders": folders, "lookup_k": lookup_k,
             "methods": list(methods), "temperature": 0.0, "runs": runs}

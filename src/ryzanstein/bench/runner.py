@@ -25,7 +25,7 @@ from ..models.chat import encode_prompt
 from .compare import run_compare
 from .config import BenchConfig
 from .lockstep import StreamClocks, run_in_turn
-from .progress import Progress
+from ..progress import progress_bar
 from .prompts import load_prompts
 from .schema import SCHEMA_VERSION, label
 
@@ -44,8 +44,9 @@ def make_configs(drafts: list[str], ks: list, temperatures: list[float]) -> list
 def generation_config_for_run(c: dict, seed: int, b: BenchConfig) -> GenerationConfig:
     """The GenerationConfig of configuration `c` on a prompt with this seed."""
     k = c["k"] if isinstance(c["k"], int) else None
-    return GenerationConfig(max_new_tokens=b.max_new_tokens, temperature=c["temperature"], seed=seed, k=k,
-                            policy="fixed" if k else "auto", ignore_eos=b.ignore_eos)
+    # plain temperature sampling (no top-k/top-p/min-p), as every earlier run: results stay comparable
+    return GenerationConfig(max_new_tokens=b.max_new_tokens, temperature=c["temperature"], top_k=0, top_p=1.0,
+                            min_p=0.0, seed=seed, k=k, policy="fixed" if k else "auto", ignore_eos=b.ignore_eos)
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -175,7 +176,7 @@ def run_bench(b: BenchConfig) -> dict:
     memory["rss_after_warmup_bytes"] = current_rss()
 
     runs: list[dict] = []
-    progress = Progress(len(prompts) * len(configs) * b.reps)
+    progress = progress_bar(len(prompts) * len(configs) * b.reps, "[bench] runs")
     for i, p in enumerate(prompts):
         seed = b.seed + i
         reps: dict[str, list] = {}
@@ -183,7 +184,8 @@ def run_bench(b: BenchConfig) -> dict:
             order = configs[(i + rep) % len(configs):] + configs[:(i + rep) % len(configs)]  # rotated
             for c, res in zip(order, run_all(order, p["id"], seed)):
                 reps.setdefault(_cid(c), []).append((c, run_record(p, c, seed, res)))
-                progress.step(f"{p['id']} {c['config']} t={c['temperature']:g}")
+                progress.set_postfix_str(f"{p['id']} {c['config']} t={c['temperature']:g}", refresh=False)
+                progress.update()
         block = [median_run(rs) for rs in reps.values()]
         mark_identical(block)
         for r in block:  # is each divergence a near-tie of the target, as batched-vs-one-token kernels cause?

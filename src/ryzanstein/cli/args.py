@@ -37,10 +37,13 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
 def add_generation_args(p: argparse.ArgumentParser) -> None:
     """Per-request flags (named like GenerationConfig's fields)."""
     g = p.add_argument_group("generation")
-    g.add_argument("--max-new-tokens", "-n", type=int, default=256)
-    g.add_argument("--temperature", "-t", type=float, default=0.0, help="0 = greedy (default)")
-    g.add_argument("--top-k", type=int, default=0, help="0 = off")
-    g.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    d = GenerationConfig()  # the defaults are the config's (llama.cpp's sampling defaults)
+    g.add_argument("--max-new-tokens", "-n", type=int, default=d.max_new_tokens)
+    g.add_argument("--temperature", "-t", type=float, default=d.temperature, help=f"0 = greedy (default: {d.temperature})")
+    g.add_argument("--top-k", type=int, default=d.top_k, help=f"0 = off (default: {d.top_k})")
+    g.add_argument("--top-p", type=float, default=d.top_p, help=f"1 = off (default: {d.top_p})")
+    g.add_argument("--min-p", type=float, default=d.min_p, help=f"drop tokens under min-p x the top token's "
+                   f"probability; 0 = off (default: {d.min_p})")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at EOS: generate exactly --max-new-tokens")
@@ -62,5 +65,5 @@ def load_config_from_args(a: argparse.Namespace) -> LoadConfig:
 
 def generation_config_from_args(a: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                            seed=a.seed, stop=tuple(a.stop), ignore_eos=a.ignore_eos, k=a.k, k_min=a.k_min, k_max=a.k_max, policy=a.policy,
+                            min_p=a.min_p, seed=a.seed, stop=tuple(a.stop), ignore_eos=a.ignore_eos, k=a.k, k_min=a.k_min, k_max=a.k_max, policy=a.policy,
                             p_min=a.p_min, fallback=a.fallback, min_speedup=a.min_speedup)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..engine import Engine
+from ..errors import ConfigError
 from .args import add_generation_args, add_load_args, generation_config_from_args, load_config_from_args
 
 
@@ -20,14 +22,14 @@ def add_parser(sub) -> None:
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if a.prompt == "-" else a.prompt
+    prompt = read_prompt(a.prompt)
     gcfg = generation_config_from_args(a)  # validate settings before any model loads
     engine = Engine(load_config_from_args(a))
     gen = engine.stream(prompt, gcfg, chat=not a.no_chat)
     if a.json:
         for _ in gen:
             pass
-        print(json.dumps(gen.result.to_dict()))
+        print(json.dumps(gen.result.to_dict(), allow_nan=False))  # to_dict made NaN None
         return 0
     for piece in gen:
         sys.stdout.write(piece)
@@ -40,3 +42,16 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if s.fallback:
         print(f"warning: {s.fallback}; the rest was decoded without speculation", file=sys.stderr)
     return 0
+
+
+def read_prompt(arg: str) -> str:
+    """The prompt from the argument (or stdin for -), refused with the offending byte unless it is UTF-8."""
+    if arg == "-":
+        data, where = sys.stdin.buffer.read(), "stdin"
+    else:  # argv arrives decoded with surrogateescape: the bytes as typed come back with fsencode
+        data, where = os.fsencode(arg), "the prompt argument"
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"the prompt from {where} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} "
+                          f"({e.reason}): convert it first, e.g. `iconv -f latin1 -t utf-8`") from None

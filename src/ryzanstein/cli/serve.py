@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 
 from ..config import POLICIES, GenerationConfig
 from ..engine import Engine
+from ..errors import ConfigError
 from ..server.config import ServerConfig
 from .args import add_load_args, load_config_from_args, parse_k
 
@@ -32,8 +35,12 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     from ..server.app import create_app  # imports fastapi, the same extra
 
-    cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key or None, max_queue=a.max_queue,
+    if a.api_key == "":  # an empty key must not quietly mean "no authentication"
+        raise ConfigError("the API key is empty (--api-key '' or RYZANSTEIN_API_KEY set to ''): give a key, or "
+                          "unset both to serve without authentication")
+    cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key, max_queue=a.max_queue,
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy)
+    sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is known at once
     engine = Engine(load_config_from_args(a))
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it
     engine.generate("Hello", GenerationConfig(max_new_tokens=4, temperature=0.0, k=cfg.k, policy=cfg.policy),
@@ -41,8 +48,31 @@ def cmd_serve(a: argparse.Namespace) -> int:
     app = create_app(engine, cfg)
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.api_key is None:
         print(f"warning: serving on {cfg.host} without --api-key: anyone who can reach it may use it", file=sys.stderr)
-    print(f"serving {engine.target.info.name} (draft {a.draft}) on http://{cfg.host}:{cfg.port}/v1", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info" if a.verbose else "warning",
-                access_log=a.verbose, timeout_graceful_shutdown=5)
+    print(f"serving {engine.target.info.name} (draft {a.draft}) on http://{cfg.host}:{sock.getsockname()[1]}/v1",
+          flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=False,
+                                           timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
     engine.close()
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or one line saying why not (the port in use, an unknown address)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot serve on --host {host!r}: {e.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart past TIME_WAIT
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} is in use on {host}: stop what listens there or pick another --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}: pick another --host or --port") from None
+    sock.set_inheritable(True)
+    return sock

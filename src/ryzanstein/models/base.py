@@ -8,6 +8,7 @@ cache over the same weights) and `truncated` (its first N layers: the `self:N` d
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -24,8 +25,23 @@ class SpecialTokens:
     stop_ids: frozenset[int]  # every end-of-generation id (EOS, EOT, <|im_end|>, ...)
 
 
+def valid_text(text: str) -> bytes:
+    """`text` as UTF-8, or one line naming the lone surrogate (from a JSON "\\ud800" escape) and where it is."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RyzansteinError(f"the text holds a lone surrogate U+{ord(text[e.start]):04X} at character {e.start}: "
+                              "it is not valid Unicode; send UTF-8 text (a \\ud800-\\udfff escape in JSON must be "
+                              "one half of a pair)") from None
+
+
 class Tokenizer(ABC):
-    """Text <-> token ids with the model's own vocabulary."""
+    """Text <-> token ids with the model's own vocabulary.
+
+    Control tokens (<|im_start|>, <|im_end|>, ...) come only from text we trust: `encode` parses their texts
+    unless told not to, and `encode_markup` parses them only in the segments marked as markup (a chat
+    template's own text), so a message's content can never forge a turn.
+    """
 
     special: SpecialTokens
     chat_template: str | None
@@ -37,8 +53,39 @@ class Tokenizer(ABC):
     def vocab_size(self) -> int: ...
 
     @abstractmethod
-    def encode(self, text: str, add_special: bool = False) -> list[int]:
-        """Token ids of `text`; special-token texts in `text` map to their ids."""
+    def encode(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`; with parse_special, control-token texts in `text` map to their ids, else they
+        are plain text. RyzansteinError for text that is not valid Unicode (valid_text)."""
+
+    @abstractmethod
+    def special_texts(self) -> dict[str, int]:
+        """The texts parse_special turns into control tokens, and their ids."""
+
+    def encode_markup(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
+        """Ids of the concatenated texts of `segments` [(text, is_markup)]: control-token texts become control
+        tokens only inside markup. The rest is tokenized as one text across segment edges, so when the plain
+        segments hold no control-token text the ids are exactly those of encode(whole text)."""
+        if not hasattr(self, "_special_re"):  # built once: the alternation, longest text first
+            texts = sorted(self.special_texts(), key=len, reverse=True)
+            self._special_re = re.compile("|".join(map(re.escape, texts))) if texts else None
+        specials, ids, run = self.special_texts(), [], []
+
+        def flush() -> None:
+            text = "".join(run)
+            run.clear()
+            if text:
+                ids.extend(self.encode(text, parse_special=False))
+
+        for text, markup in segments:
+            pos = 0
+            for m in (self._special_re.finditer(text) if markup and self._special_re else ()):
+                run.append(text[pos:m.start()])
+                flush()
+                ids.append(specials[m.group()])
+                pos = m.end()
+            run.append(text[pos:])
+        flush()
+        return ids
 
     @abstractmethod
     def decode(self, ids: Sequence[int]) -> str:

@@ -84,7 +84,7 @@ def convert_gguf(gguf_path: str | Path, out_folder: str | Path, *, dtype: str = 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the renamed folder is an ordinary cache entry
     try:
-        reader = gguf.GGUFReader(gguf_path)
+        reader = _reader(gguf, gguf_path)
         config = _hf_config(reader, dtype)
         _write_weights(reader, config, tmp, getattr(torch, dtype), shard_bytes)
         _write_tokenizer(gguf_path, reader, config, tmp)
@@ -97,6 +97,21 @@ def convert_gguf(gguf_path: str | Path, out_folder: str | Path, *, dtype: str = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _reader(gguf, path: Path):
+    """A GGUFReader over a file whose every tensor lies inside it; one line saying so if it is cut short."""
+    corrupt = f"{path} is truncated or corrupt"
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, OSError) as e:  # what a damaged header raises in gguf's parser
+        raise RyzansteinError(f"{corrupt} ({type(e).__name__}: {e}): download it again") from None
+    size = path.stat().st_size
+    for t in reader.tensors:
+        if t.data_offset + t.n_bytes > size:
+            raise RyzansteinError(f"{corrupt}: tensor {t.name} ends at byte {t.data_offset + t.n_bytes}, the "
+                                  f"file has {size}: download it again")
+    return reader
 
 
 def _field(reader, key: str, default=KeyError):

@@ -13,12 +13,21 @@ from typing import Sequence
 
 import tokenizers
 
-from ..errors import ModelNotFound
-from .base import SpecialTokens, Tokenizer
+from ..errors import ModelNotFound, RyzansteinError
+from .base import SpecialTokens, Tokenizer, valid_text
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A JSON object file, {} if absent; one line naming the file if it is not a JSON object."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RyzansteinError(f"{path} is not valid JSON ({e}): restore it from the model's source") from None
+    if not isinstance(data, dict):
+        raise RyzansteinError(f"{path} is not a JSON object: restore it from the model's source")
+    return data
 
 
 def _as_list(value) -> list[int]:
@@ -36,7 +45,13 @@ class HFTokenizer(Tokenizer):
         path = folder / "tokenizer.json"
         if not path.is_file():
             raise ModelNotFound(f"no tokenizer.json in {folder}; expected a Hugging Face style model folder")
-        self._tok = tokenizers.Tokenizer.from_file(str(path))
+        try:
+            self._tok = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as e:  # the Rust side raises a bare Exception for any parse error
+            raise RyzansteinError(f"{path} is not a valid tokenizer ({str(e).splitlines()[0][:120]}): restore it "
+                                  "from the model's source") from None
+        self._plain = tokenizers.Tokenizer.from_file(str(path))  # a second one: never a control token
+        self._plain.encode_special_tokens = True  # (not toggled on one shared object: encode runs in threads)
         tok_cfg = _read_json(folder / "tokenizer_config.json")
         gen_cfg = _read_json(folder / "generation_config.json")
         model_cfg = _read_json(folder / "config.json")
@@ -76,13 +91,18 @@ class HFTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, text: str, add_special: bool = False) -> list[int]:
-        """Token ids of `text`; special-token texts in `text` map to their ids."""
-        ids = self._tok.encode(text, add_special_tokens=add_special).ids
+    def encode(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`; with parse_special, special-token texts in `text` map to their ids."""
+        valid_text(text)
+        ids = (self._tok if parse_special else self._plain).encode(text, add_special_tokens=add_special).ids
         bos = self.special.bos_id
         if add_special and self._add_bos and bos is not None and ids[:1] != [bos]:
             ids = [bos, *ids]
         return ids
+
+    def special_texts(self) -> dict[str, int]:
+        """The added tokens marked special: what encode_special_tokens=False turns into their ids."""
+        return {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; byte-level decoding turns a partial UTF-8 tail into U+FFFD."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RyzansteinError
 from ..machine import usable_cores
-from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer, valid_text
 from .gguf_truncate import self_draft_path
 
 _SEQ = 0  # single sequence
@@ -53,6 +53,7 @@ class LlamaCppTokenizer(Tokenizer):
         self._L, self._vocab = L, vocab_p
         self._n = L.llama_vocab_n_tokens(vocab_p)
         self._pieces: dict[int, bytes] = {}
+        self._special: dict[str, int] | None = None
         self._buf = ctypes.create_string_buffer(256)
         bos, eos, eot = (L.llama_vocab_bos(vocab_p), L.llama_vocab_eos(vocab_p), L.llama_vocab_eot(vocab_p))
         stops = {i for i in range(self._n) if L.llama_vocab_is_eog(vocab_p, i)}
@@ -67,16 +68,24 @@ class LlamaCppTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._n
 
-    def encode(self, text: str, add_special: bool = False) -> list[int]:
-        data = text.encode("utf-8")
+    def encode(self, text: str, add_special: bool = False, parse_special: bool = True) -> list[int]:
+        data = valid_text(text)
         n_max = len(data) + 8
         buf = (self._L.llama_token * n_max)()
-        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+        n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         if n < 0:  # buffer too small: n is minus the size needed
             n_max = -n
             buf = (self._L.llama_token * n_max)()
-            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, True)
+            n = self._L.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_special, parse_special)
         return list(buf[:n])
+
+    def special_texts(self) -> dict[str, int]:
+        """Control (and unknown-token) texts: what llama_tokenize parses only with parse_special."""
+        if self._special is None:  # a scan of the vocabulary's attributes (~30 ms at 150k): on first use
+            L, gated = self._L, self._L.LLAMA_TOKEN_ATTR_CONTROL | self._L.LLAMA_TOKEN_ATTR_UNKNOWN
+            self._special = {self.token_text(i): i for i in range(self._n)
+                             if L.llama_vocab_get_attr(self._vocab, i) & gated and self.token_text(i)}
+        return self._special
 
     def piece(self, token_id: int) -> bytes:
         """The bytes this token adds to the text (special tokens rendered)."""
@@ -135,7 +144,8 @@ class LlamaCppModel(Model):
         n_layer = L.llama_model_n_layer(self._model)
         self.info = ModelInfo(
             name=name or str(path), path=str(path), backend="llama.cpp", arch=arch, n_layers=n_layer,
-            n_ctx=L.llama_n_ctx(self._ctx), n_ctx_train=n_ctx_train, threads=threads,
+            # llama.cpp allocates at least 256 positions (and pads); the context holds what was asked for
+            n_ctx=min(n_ctx, L.llama_n_ctx(self._ctx)), n_ctx_train=n_ctx_train, threads=threads,
             dtype=self._meta("general.file_type") or "gguf",
         )
         n_embd, n_head, n_head_kv = (L.llama_model_n_embd(self._model), L.llama_model_n_head(self._model),
@@ -217,7 +227,7 @@ class LlamaCppModel(Model):
     def memory(self) -> MemoryUse:
         return MemoryUse(
             weights_bytes=int(self._L.llama_model_size(self._model)),
-            kv_cache_bytes=self._kv_per_token * self.n_ctx,
+            kv_cache_bytes=self._kv_per_token * self._L.llama_n_ctx(self._ctx),  # allocated, padding included
             kv_bytes_per_token=self._kv_per_token,
         )
 

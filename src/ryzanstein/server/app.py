@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..engine import Engine
@@ -25,8 +26,8 @@ from ..errors import ContextOverflow, RyzansteinError
 from .config import ServerConfig
 from .guard import Guard, error_response
 from .metrics import CONTENT_TYPE, Metrics
-from .openai_api import (APIError, chunk, event_error, generation_config_from_request, parse_messages, parse_prompt,
-                         result_body, sse, summary, unknown_model, usage_of)
+from .openai_api import (APIError, check_unicode, chunk, event_error, generation_config_from_request, parse_messages,
+                         parse_prompt, result_body, sse, summary, unknown_model, usage_of)
 from .worker import EngineWorker, Job, QueueFull
 
 log = logging.getLogger("ryzanstein.server")
@@ -58,8 +59,8 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app.add_middleware(Guard, config=config, metrics=metrics)
     app.state.served, app.state.worker, app.state.metrics = served, worker, metrics
     for error, handler in ((APIError, api_error), (HTTPException, http_error),
-                           (RequestValidationError, validation_error), (Exception, internal_error)):
-        app.add_exception_handler(error, handler)
+                           (RequestValidationError, validation_error)):
+        app.add_exception_handler(error, handler)  # anything else: Guard answers 500 and keeps the connection
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/metrics", metrics_text, methods=["GET"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
@@ -95,12 +96,6 @@ async def http_error(request: Request, e: HTTPException):
 
 async def validation_error(request: Request, e: RequestValidationError):
     return error_response(APIError(400, f"invalid request: {e.errors()}"))
-
-
-async def internal_error(request: Request, e: Exception):
-    log.exception("unhandled error")
-    return error_response(APIError(500, f"internal error ({type(e).__name__}); details are in the server log",
-                                   "server_error"))
 
 
 # routes ---------------------------------------------------------------------------------------------------
@@ -139,13 +134,20 @@ async def chat_completions(request: Request):
 
 # one generation request -----------------------------------------------------------------------------------
 async def read_json(request: Request) -> dict:
-    body = await request.body()
+    """The body as a JSON object of valid Unicode; 400 for anything else, 499 if the client left mid-body."""
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # fewer bytes than Content-Length, then the connection closed
+        raise APIError(499, "the client closed the connection before the whole body arrived") from None
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise APIError(400, "the JSON body nests too deeply: send at most a few hundred levels") from None
     except (ValueError, UnicodeDecodeError) as e:
         raise APIError(400, f"malformed JSON body: {e}") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object")
+    check_unicode(data)
     return data
 
 

@@ -27,7 +27,8 @@ class ServerConfig:
                           "must be seconds in (0, 86400]"),
                          (self.max_body_bytes >= 1024,
                           f"invalid max_body_bytes={self.max_body_bytes}: must be >= 1024"),
-                         (self.api_key is None or len(self.api_key) >= 1, "invalid api_key: must not be empty")):
+                         (self.api_key is None or (isinstance(self.api_key, str) and self.api_key.strip() != ""),
+                          "invalid api_key: must not be empty (None serves without authentication)")):
             if not ok:
                 raise ConfigError(what)
         GenerationConfig(k=self.k, policy=self.policy)  # the same checks as per request

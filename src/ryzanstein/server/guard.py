@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 
 from starlette.responses import JSONResponse
@@ -9,6 +10,7 @@ from starlette.responses import JSONResponse
 from .config import ServerConfig
 from .openai_api import APIError
 
+log = logging.getLogger("ryzanstein.server")
 ENDPOINTS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/metrics", "/health")
 
 
@@ -41,6 +43,11 @@ class Guard:
                 await error_response(refusal)(scope, receive, send_)
             else:
                 await self.app(scope, self._limited(receive), send_)
+        except Exception as e:  # a bug of ours: logged once, answered 500; the connection stays usable
+            log.exception("unhandled error on %s", path)
+            if "status" not in sent:
+                await error_response(APIError(500, f"internal error ({type(e).__name__}); details are in the "
+                                              "server log", "server_error"))(scope, receive, send_)
         finally:
             if "on_close" in box:
                 box["on_close"]()

@@ -15,6 +15,7 @@ from .config import ServerConfig
 
 SPEC_FIELDS = ("k", "policy", "draft", "k_min", "k_max", "p_min", "min_speedup")
 UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias")
+SURROGATE = re.compile("[\ud800-\udfff]")  # in a str from json.loads, only a lone one is left
 
 
 class APIError(Exception):
@@ -28,6 +29,22 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def check_unicode(body: dict) -> None:
+    """400 naming the first string (by its path, as "messages[0].content") that holds a lone surrogate."""
+    todo = [(body, "")]
+    while todo:  # iterative: the body may nest as deep as json.loads allows
+        value, path = todo.pop()
+        items = (value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ())
+        for key, v in items:
+            where = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+            for text in (key, v) if isinstance(key, str) else (v,):
+                if isinstance(text, str) and SURROGATE.search(text):
+                    raise APIError(400, f"{where} holds a lone surrogate (a \\ud800-\\udfff escape that is not "
+                                   "one half of a pair): send valid Unicode text", param=where)
+            if isinstance(v, (dict, list)):
+                todo.append((v, where))
 
 
 def usage_of(result) -> dict:
@@ -62,6 +79,10 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
     for name in UNSUPPORTED:
         if body.get(name):
             raise APIError(400, f"{name} is not supported by this server", param=name)
+    fmt = body.get("response_format")
+    if fmt is not None and fmt != {"type": "text"}:  # silently returning prose would be wrong output
+        raise APIError(400, f"response_format={fmt!r} is not supported by this server (no constrained decoding; "
+                       "only {'type': 'text'})", param="response_format")
     if body.get("best_of") not in (None, 1):
         raise APIError(400, "best_of is not supported by this server (only 1)", param="best_of")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -85,13 +106,15 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
     max_tokens = body.get("max_completion_tokens") if chat else None
     max_tokens = body.get("max_tokens") if max_tokens is None else max_tokens
     extra = {f: spec[f] for f in ("k_min", "k_max", "p_min", "min_speedup") if f in spec}
+    d = GenerationConfig()  # an absent sampling field gets llama.cpp's default, as llama-server answers
+
     def get(name, default):
         return default if body.get(name) is None else body[name]
     try:
         return GenerationConfig(
-            max_new_tokens=16 if max_tokens is None else max_tokens, temperature=get("temperature", 1.0),
-            top_p=get("top_p", 1.0), top_k=get("top_k", 0), seed=body.get("seed"), stop=stop or (), k=k,
-            policy=spec.get("policy", server.policy), **extra)
+            max_new_tokens=16 if max_tokens is None else max_tokens, temperature=get("temperature", d.temperature),
+            top_p=get("top_p", d.top_p), top_k=get("top_k", d.top_k), min_p=get("min_p", d.min_p),
+            seed=body.get("seed"), stop=stop or (), k=k, policy=spec.get("policy", server.policy), **extra)
     except ConfigError as e:
         m = re.match(r"invalid (\w+)=", str(e))
         field = m.group(1) if m else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -76,17 +77,15 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
     model.forward(ids[context:context + 4])  # warm-up
     model.truncate(base)
     times: list[list[float]] = [[] for _ in range(N_MAX)]
+    if not quiet:  # one line, whether stderr is a terminal or a log
+        print(f"profiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): v(n) for n = 1.."
+              f"{N_MAX}, {reps} repeats", file=sys.stderr, flush=True)
     for r in range(reps):
         for n in range(1, N_MAX + 1):
             t0 = time.perf_counter()
             model.forward(ids[context:context + n])
             times[n - 1].append(time.perf_counter() - t0)
             model.truncate(base)
-        if not quiet:
-            print(f"\rprofiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): "
-                  f"{r + 1}/{reps}", end="", file=sys.stderr, flush=True)
-    if not quiet:
-        print(file=sys.stderr)
     model.reset()
     v = [float(np.median(t)) for t in times]
     for i in range(1, N_MAX):  # a wider forward is never cheaper in the model we plan with
@@ -108,29 +107,54 @@ def save(profile: CostProfile, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _seconds(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def parse(d, path: Path, n: int | None = None) -> tuple[list[float], float | None]:
+    """v_s (and draft_ratio) of a profile's JSON, checked: one finite positive number of seconds per width
+    n = 1..len (exactly `n` of them if given, at least 2 otherwise); RyzansteinError saying what is wrong."""
+    v = d.get("v_s") if isinstance(d, dict) else None
+    count = f"{n}" if n else "at least 2"
+    if not isinstance(v, list) or len(v) < (n or 2) or (n and len(v) != n):
+        raise RyzansteinError(f"cost profile {path}: v_s must be a list of {count} timings (one per n = 1, 2, ...), "
+                              f"not {json.dumps(v, allow_nan=True)[:60]}")
+    bad = next((i for i, x in enumerate(v) if not _seconds(x)), None)
+    if bad is not None:
+        raise RyzansteinError(f"cost profile {path}: v_s[{bad}] = {v[bad]!r} is not a positive, finite number of "
+                              "seconds")
+    ratio = d.get("draft_ratio")
+    if ratio is not None and not _seconds(ratio):
+        raise RyzansteinError(f"cost profile {path}: draft_ratio = {ratio!r} is not a positive, finite number")
+    return [float(x) for x in v], ratio
+
+
 def load_file(path: str | Path) -> CostProfile:
-    """A profile from a JSON file (another machine's, say). Its key is not checked."""
+    """A profile from a JSON file (another machine's, say), checked (parse). Its key is not checked."""
     try:
         d = json.loads(Path(path).read_text())
-        v = [float(x) for x in d["v_s"]]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RyzansteinError(f"cannot read cost profile {path}: {e}; make one with `ryzanstein profile`") from e
-    if len(v) < 2 or any(x <= 0 for x in v):
-        raise RyzansteinError(f"cost profile {path} needs v_s: at least 2 positive timings")
-    ratio = d.get("draft_ratio")
-    return CostProfile(v, d.get("key", {}), source=f"file:{path}", draft_ratio=float(ratio) if ratio is not None else None)
+    except (OSError, ValueError) as e:
+        raise RyzansteinError(f"cannot read cost profile {path}: {e}; make one with `ryzanstein profile`") from None
+    try:
+        v, ratio = parse(d, path)
+    except RyzansteinError as e:
+        raise RyzansteinError(f"{e}; make one with `ryzanstein profile`") from None
+    return CostProfile(v, d.get("key", {}), source=f"file:{path}", draft_ratio=ratio)
 
 
 def profile_for(model: Model, quiet: bool = False) -> CostProfile:
-    """This machine's profile for `model`: from the cache when its key matches, else measured and cached."""
+    """This machine's profile for `model`: from the cache when its key matches, else measured and cached.
+    A cached profile that is invalid (hand-edited, damaged) is measured again, with a one-line warning."""
     key = profile_key(model)
     path = _cache_path(key)
     try:
         d = json.loads(path.read_text())
         if d.get("version") == PROFILE_VERSION and d.get("key") == key:
-            return CostProfile([float(x) for x in d["v_s"]], key, source="cache")
-    except (OSError, ValueError, KeyError):
-        pass
+            return CostProfile(parse(d, path, N_MAX)[0], key, source="cache")
+    except (OSError, ValueError, AttributeError):
+        pass  # no cache yet, not JSON, or not an object: measure
+    except RyzansteinError as e:
+        print(f"warning: {e}: measuring again", file=sys.stderr)
     prof = measure(model, quiet=quiet)
     save(prof, path)
     return prof

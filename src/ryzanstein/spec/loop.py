@@ -43,7 +43,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     stats.prompt_tokens = len(prompt)
     stats.cached_prompt_tokens = target.reuse_prefix(prompt)
     logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
-    token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, rng)
+    token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, rng)
     stats.prefill_s = stats.ttft_s = clock() - t0
     context = list(prompt) + [token]
     emitted = 1
@@ -77,7 +77,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         if cfg.greedy:
             num_accepted, token = accept_greedy(draft.tokens, logits.argmax(axis=-1))
         else:
-            p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p)
+            p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p)
             num_accepted, token = accept_sampling(draft.tokens, draft.probs, p, rng)
         target.truncate(base + 1 + num_accepted)  # drop the rejected drafts' KV rows
         t2 = clock()

@@ -44,7 +44,7 @@ class Proposer(ABC):
     def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
         """At most k draft tokens to follow `context`."""
 
-    def configure(self, temperature: float, top_k: int, top_p: float, p_min: float,
+    def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
                   rng: np.random.Generator | None) -> None:
         """Per-generation sampling settings (a model draft samples as the target does)."""
 
@@ -113,17 +113,17 @@ class ModelProposer(Proposer):
     """
 
     def __init__(self, model: Model, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 p_min: float = 0.0, rng: np.random.Generator | None = None, name: str | None = None,
-                 owns_weights: bool = True) -> None:
+                 min_p: float = 0.0, p_min: float = 0.0, rng: np.random.Generator | None = None,
+                 name: str | None = None, owns_weights: bool = True) -> None:
         self.model = model
         self.name = name or model.info.name
         self.owns_weights = owns_weights
-        self.configure(temperature, top_k, top_p, p_min, rng)
+        self.configure(temperature, top_k, top_p, min_p, p_min, rng)
 
-    def configure(self, temperature: float, top_k: int, top_p: float, p_min: float,
+    def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
                   rng: np.random.Generator | None) -> None:
         """Per-generation sampling settings (the same as the target's, or the output is not lossless)."""
-        self.temperature, self.top_k, self.top_p, self.p_min = temperature, top_k, top_p, p_min
+        self.temperature, self.top_k, self.top_p, self.min_p, self.p_min = temperature, top_k, top_p, min_p, p_min
         self.rng = rng or np.random.default_rng()
 
     def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
@@ -140,7 +140,7 @@ class ModelProposer(Proposer):
         conf: list[float] = []
         for i in range(k):
             if self.temperature > 0:
-                q = probs_from_logits(logits, self.temperature, self.top_k, self.top_p)
+                q = probs_from_logits(logits, self.temperature, self.top_k, self.top_p, self.min_p)
                 if self.p_min > 0 and q.max() < self.p_min:
                     break
                 t = sample(q, self.rng)

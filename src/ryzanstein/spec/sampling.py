@@ -1,8 +1,9 @@
 """Turning a logits row into the distribution we sample from, and sampling from it.
 
 Target and draft go through the same `probs_from_logits`, so the p and q that the acceptance rule compares
-are the distributions each model actually samples from after temperature / top-k / top-p: the condition
-for speculative sampling to be lossless. Temperature 0 never builds a distribution: it is an argmax.
+are the distributions each model actually samples from after temperature / top-k / top-p / min-p: the
+condition for speculative sampling to be lossless. The order is transformers' (temperature, top-k, top-p,
+min-p). Temperature 0 never builds a distribution: it is an argmax.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import numpy as np
 _NUCLEUS_CANDIDATES = 1024
 
 
-def probs_from_logits(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """(n, V) or (V,) logits -> float64 distributions after temperature, then top-k, then top-p."""
+def probs_from_logits(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                      min_p: float = 0.0) -> np.ndarray:
+    """(n, V) or (V,) logits -> float64 distributions after temperature, then top-k, then top-p, then min-p
+    (drop tokens less likely than min_p times the row's most likely one)."""
     if temperature <= 0:
         raise ValueError("temperature 0 is greedy: use argmax, not a distribution")
     x = np.asarray(logits, dtype=np.float64) / temperature
@@ -30,6 +33,9 @@ def probs_from_logits(logits: np.ndarray, temperature: float, top_k: int = 0, to
     if top_p < 1.0:
         for row in p:
             _nucleus_inplace(row, top_p)
+    if min_p > 0.0:
+        p = np.where(p >= min_p * p.max(axis=-1, keepdims=True), p, 0.0)  # (n, V); the top token always stays
+        p /= p.sum(axis=-1, keepdims=True)
     return p[0] if squeeze else p
 
 
@@ -57,8 +63,9 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
-def pick(logits_row: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
+def pick(logits_row: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float,
+         rng: np.random.Generator) -> int:
     """The next token from one logits row: argmax at temperature 0, else a sample."""
     if temperature <= 0:
         return int(np.argmax(logits_row))
-    return sample(probs_from_logits(logits_row, temperature, top_k, top_p), rng)
+    return sample(probs_from_logits(logits_row, temperature, top_k, top_p, min_p), rng)

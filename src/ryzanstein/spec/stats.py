@@ -6,6 +6,7 @@ target forward, including that recovered/bonus token, so plain decoding scores e
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -133,4 +134,13 @@ class GenerationStats:
             latency_p95_s=self.latency_percentile(95),
             latency_p99_s=self.latency_percentile(99),
         )
-        return d
+        return {k: finite_or_none(v) for k, v in d.items()}
+
+
+def finite_or_none(value):
+    """A value for JSON: NaN and infinities (not JSON) become None, in lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return value
