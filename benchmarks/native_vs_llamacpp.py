@@ -13,6 +13,13 @@ flips each repeat), so a noisy machine slows both alike; medians over the repeat
 - prefill: a 512-token prompt in one forward (last row's logits only), tokens/s.
 Writes JSON (default benchmarks/results/native_vs_llamacpp.json) with every sample, and prints a Markdown
 table. Run it on an otherwise idle machine: two programs with 2 threads each stall each other.
+
+    .venv/bin/python benchmarks/native_vs_llamacpp.py --user-visible --models qwen2.5-coder-1.5b --reps 3
+
+measures instead what a user sees: on the shipped prompts (all 48), llama.cpp plain decoding, native plain
+decoding and native with prompt lookup under policy auto, greedy, 96 new tokens, the three alternating per
+prompt (order rotated each repeat); tokens/s = all emitted tokens over prefill + decode. Per category: the
+geometric mean over its prompts of each one's median-over-repeats ratio to llama.cpp plain.
 """
 from __future__ import annotations
 
@@ -94,6 +101,49 @@ def measure_model(name: str, threads: int, reps: int, context: int = 256, prefil
     return out
 
 
+def user_visible(name: str, threads: int, reps: int, max_new: int = 96) -> dict:
+    from ryzanstein.bench.prompts import load_prompts
+    from ryzanstein.bench.summary import geomean
+    from ryzanstein.spec.proposers import NgramProposer
+
+    nat = load_model(name, backend="native", threads=threads, n_ctx=2048)
+    lcp = load_model(name, backend="llama.cpp", threads=threads, n_ctx=2048)
+    configs = {"llama.cpp plain": Engine.from_models(lcp), "native plain": Engine.from_models(nat),
+               "native auto+ngram": Engine.from_models(nat.new_context(), NgramProposer(1, 4))}
+    cfg = GenerationConfig(max_new_tokens=max_new, temperature=0.0, top_k=0, top_p=1.0, min_p=0.0)
+    prompts = load_prompts(None)
+    for e in configs.values():
+        e.generate("warm up", cfg.replace(max_new_tokens=8))
+    names = list(configs)
+    rows = []
+    for i, p in enumerate(prompts):
+        rates = {c: [] for c in names}
+        outs = {}
+        for rep in range(reps):
+            k = (i + rep) % len(names)
+            for c in names[k:] + names[:k]:
+                configs[c].reset()
+                r = configs[c].generate(p["prompt"], cfg)
+                rates[c].append(r.stats.tokens_per_s)
+                outs[c] = r.tokens
+        rows.append({"id": p["id"], "category": p["category"], "tokens_per_s": rates,
+                     "native_plain_equals_native_auto": outs["native plain"] == outs["native auto+ngram"]})
+        print(f"  {p['id']} {', '.join(f'{c} {statistics.median(v):.1f}' for c, v in rates.items())}", file=sys.stderr)
+    cats = sorted({r["category"] for r in rows})
+    summary = {}
+    for c in names[1:]:
+        per = {cat: geomean([statistics.median(r["tokens_per_s"][c]) / statistics.median(r["tokens_per_s"]["llama.cpp plain"])
+                             for r in rows if r["category"] == cat]) for cat in cats}
+        per["overall"] = geomean([statistics.median(r["tokens_per_s"][c]) / statistics.median(r["tokens_per_s"]["llama.cpp plain"])
+                                  for r in rows])
+        summary[c] = per
+    nat.close()
+    lcp.close()
+    return {"model": name, "threads": threads, "reps": reps, "max_new_tokens": max_new, "prompts": rows,
+            "speedup_over_llamacpp_plain": summary,
+            "greedy_outputs_identical": sum(r["native_plain_equals_native_auto"] for r in rows), "n_prompts": len(rows)}
+
+
 def table(results: list[dict]) -> str:
     head = ("| model | backend | decode tok/s | v(1) ms | v(2) | v(4) | v(8) | v(16) | prefill 512 tok/s |\n"
             "|---|---|---|---|---|---|---|---|---|\n")
@@ -114,9 +164,28 @@ def main() -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "native_vs_llamacpp.json"))
+    ap.add_argument("--user-visible", action="store_true", help="the 48 prompts: llama.cpp plain vs native plain and auto")
+    ap.add_argument("--out", default=None)
     a = ap.parse_args()
     t0 = time.time()
+    if a.user_visible:
+        out = Path(a.out or Path(__file__).resolve().parent / "results" / "native_auto_vs_llamacpp_plain.json")
+        res = [user_visible(m.strip(), a.threads, a.reps) for m in a.models.split(",") if m.strip()]
+        doc = {"command": " ".join(["benchmarks/native_vs_llamacpp.py", *sys.argv[1:]]),
+               "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_name(),
+               "wall_s": round(time.time() - t0, 1), "results": res}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1))
+        for r in res:
+            print(f"{r['model']}: tokens/s over llama.cpp plain (geometric mean over prompts), "
+                  f"{r['greedy_outputs_identical']}/{r['n_prompts']} native auto outputs identical to native plain")
+            cats = list(next(iter(r["speedup_over_llamacpp_plain"].values())))
+            print("| configuration | " + " | ".join(cats) + " |\n|---|" + "---|" * len(cats))
+            for c, per in r["speedup_over_llamacpp_plain"].items():
+                print(f"| {c} | " + " | ".join(f"{per[k]:.2f}x" for k in cats) + " |")
+        print(f"\nwrote {out} ({doc['wall_s']:.0f} s)", file=sys.stderr)
+        return 0
+    a.out = a.out or str(Path(__file__).resolve().parent / "results" / "native_vs_llamacpp.json")
     results = [measure_model(m.strip(), a.threads, a.reps) for m in a.models.split(",") if m.strip()]
     doc = {"command": " ".join(["benchmarks/native_vs_llamacpp.py", *sys.argv[1:]]),
            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_name(),

@@ -294,10 +294,11 @@ def test_context_limit_hit_mid_draft(smol_gguf):
     from test_engine import CODE_PROMPT, Oracle
 
     small = NativeModel(smol_gguf, name="smollm2-135m", n_ctx=200, threads=2)
+    assert small.n_ctx == 200
     plain_engine = Engine.from_models(small)
     ids = small.tokenizer.encode(CODE_PROMPT * 8)[:small.n_ctx - 21]
-    ref = plain_engine.generate(ids, max_new_tokens=200, ignore_eos=True)
+    ref = plain_engine.generate(ids, temperature=0, max_new_tokens=200, ignore_eos=True)
     assert ref.finish_reason == "length" and len(ids) + ref.num_tokens == small.n_ctx + 1  # full + the last
-    out = Engine.from_models(small, Oracle(len(ids), ref.tokens)).generate(ids, max_new_tokens=200, k=8,
-                                                                          ignore_eos=True)
+    out = Engine.from_models(small, Oracle(len(ids), ref.tokens)).generate(ids, temperature=0, max_new_tokens=200,
+                                                                          k=8, ignore_eos=True)
     assert out.tokens == ref.tokens
