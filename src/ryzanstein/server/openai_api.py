@@ -123,7 +123,7 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
         field = m.group(1) if m else None
         param = {"max_new_tokens": "max_tokens", "logprobs": "top_logprobs" if chat else "logprobs"}.get(
             field, f"speculative.{field}" if field in SPEC_FIELDS else field)
-        raise APIError(400, str(e), param=param) from None
+        raise APIError(400, str(e).replace(f"invalid {field}=", f"invalid {param}=", 1), param=param) from None
 
 
 def requested_logprobs(body: dict, chat: bool) -> int | None:
