@@ -187,3 +187,8 @@ def test_a_corrupted_pulled_model_is_refused_and_listed_as_corrupt(tmp_path, smo
     listing = run("models", "list", env=env).stdout
     assert any(line.startswith("smollm2-135m") and "corrupt" in line for line in listing.splitlines()), listing
     one_line_error(run("models", "verify", "smollm2-135m", env=env), "corrupt", "ryzanstein models pull smollm2-135m")
+
+
+def test_a_misused_flag_is_one_line():
+    one_line_error(run("generate", "hi", "--k", "abc"), "--k", "an integer in [0, 16] or 'auto'", "--help")
+    one_line_error(run("generate", "hi", "--backend", "onnx"), "invalid choice: 'onnx'")

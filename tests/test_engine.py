@@ -182,3 +182,21 @@ def test_prefix_cache_reuse_keeps_output_identical(plain):
     a = plain.generate("Explain rain in one sentence.", temperature=0, max_new_tokens=20)
     b = plain.generate("Explain rain in one sentence.", temperature=0, max_new_tokens=20)
     assert b.stats.cached_prompt_tokens == b.prompt_tokens - 1 and a.tokens == b.tokens
+
+
+def test_logprobs_come_from_the_verify_rows_without_extra_forwards(llama_smol, plain):
+    """Every emitted token's distribution is a row of a forward the loop made anyway (prefill or verify)."""
+    ref = plain.generate(CODE_PROMPT, temperature=0, max_new_tokens=32, logprobs=3)
+    engine = Engine.from_models(llama_smol, NgramProposer(1, 4))
+    without = engine.generate(CODE_PROMPT, temperature=0, max_new_tokens=32, k=4)
+    spec = engine.generate(CODE_PROMPT, temperature=0, max_new_tokens=32, k=4, logprobs=3)
+    assert spec.tokens == ref.tokens == without.tokens and spec.stats.spec_rounds > 0
+    assert spec.stats.rounds == without.stats.rounds  # the same forwards, logprobs or not
+    assert without.logprobs is None and [e.token for e in spec.logprobs] == spec.tokens[:len(spec.logprobs)]
+    stops = llama_smol.tokenizer.special.stop_ids
+    assert len(spec.logprobs) == len([t for t in spec.tokens if t not in stops])
+    for a, b in zip(ref.logprobs, spec.logprobs):
+        assert len(a.top) == 3 and a.top[0][0] == a.token and a.top[0][1] == a.logprob <= 0  # greedy: the argmax
+        assert abs(a.logprob - b.logprob) < 0.5  # batched vs one-token kernels differ a little
+    sampled = plain.generate(CODE_PROMPT, max_new_tokens=8, logprobs=0, seed=1)
+    assert all(e.top == [] and e.logprob <= 0 for e in sampled.logprobs)

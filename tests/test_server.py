@@ -37,17 +37,26 @@ def running_server(*args: str, timeout_s: float = 120.0):
     assert "Traceback" not in srv.output, srv.output
 
 
+ORIGIN = "https://app.example.test"
+
+
 @pytest.fixture(scope="module")
 def server():
-    with running_server("--api-key", KEY) as url:
+    with running_server("--api-key", KEY, "--allowed-origins", ORIGIN) as url:
         yield url
+
+
+small_server_requests: list[str] = []  # X-Request-Ids whose log line small_server must have printed
 
 
 @pytest.fixture(scope="module")
 def small_server():
     """One waiting slot and a short timeout: for 429s, timeouts and disconnects."""
-    with running_server("--max-queue", "1", "--request-timeout", "5") as url:
-        yield url
+    with serve_subprocess([*COMMON, "--max-queue", "1", "--request-timeout", "5"]) as srv:
+        yield srv.url
+    assert "Traceback" not in srv.output, srv.output
+    for rid in small_server_requests:
+        assert f"GET /v1/models 200" in srv.output and f"request_id={rid}" in srv.output, srv.output
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,11 @@ def total(m: dict, name: str) -> float:
 
 # endpoints and formats ------------------------------------------------------------------------------------------
 def test_models_and_health(server, client):
-    assert [m.id for m in client.models.list().data] == [MODEL]
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL]
+    card = models[0].model_dump()
+    assert card["max_model_len"] == 1024 and time.time() - 600 < card["created"] <= time.time()
+    assert card["ryzanstein"]["draft"] == "ngram" and card["ryzanstein"]["context_length"] == 1024
     h = httpx.get(server + "/health").json()
     assert h["status"] == "ok" and h["model"] == MODEL and h["draft"] == "ngram"
 
@@ -139,16 +152,87 @@ def test_speculative_settings_per_request(client):
     s = spec.model_extra["ryzanstein"]
     assert s["draft"] == "ngram" and s["num_draft_tokens"] > 0 and 0 <= s["acceptance_rate"] <= 1
     assert s["mean_acceptance_length"] >= 1 and s["k_per_round"]["max"] == 4
+    assert s["k_chosen"]["counts"].get("4", 0) >= s["spec_rounds"] and "speculation_stopped" in s
     plain = client.completions.create(model=MODEL, prompt=CODE, max_tokens=24, temperature=0,
                                       extra_body={"speculative": {"draft": "none"}})
     p = plain.model_extra["ryzanstein"]
     assert p["num_draft_tokens"] == 0 and p["mean_acceptance_length"] == 1.0
+    assert p["speculation_stopped"]["reason"] == "off"
     assert plain.choices[0].text == spec.choices[0].text
     with pytest.raises(openai.BadRequestError, match="ngram"):
         client.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={"speculative": {"draft": "llama"}})
     a = client.completions.create(model=MODEL, prompt="Once", max_tokens=8, temperature=0.8, seed=7)
     b = client.completions.create(model=MODEL, prompt="Once", max_tokens=8, temperature=0.8, seed=7)
     assert a.choices[0].text == b.choices[0].text and a.model_extra["ryzanstein"]["seed"] == 7
+
+
+def test_logprobs_through_the_openai_client(client):
+    """Both endpoints, streamed or not, with and without speculation: each token's logprob from the target's
+    rows; at temperature 0 the chosen token is the most likely one."""
+    kw = dict(model=MODEL, prompt=CODE, max_tokens=16, temperature=0)
+    plain = client.completions.create(**kw, logprobs=2, extra_body={"speculative": {"draft": "none"}})
+    spec = client.completions.create(**kw, logprobs=2, extra_body={"speculative": {"k": 4}})
+    assert spec.model_extra["ryzanstein"]["num_draft_tokens"] > 0
+    for r in (plain, spec):
+        lp = r.choices[0].logprobs
+        assert "".join(lp.tokens) == r.choices[0].text and len(lp.tokens) == len(lp.token_logprobs)
+        assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+        for tok, x, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+            assert x <= 0 and len(top) == 2 and max(top.values()) == pytest.approx(x) and top[tok] == x
+    assert plain.choices[0].logprobs.tokens == spec.choices[0].logprobs.tokens
+    assert max(abs(a - b) for a, b in zip(plain.choices[0].logprobs.token_logprobs,
+                                         spec.choices[0].logprobs.token_logprobs)) < 0.5
+
+    ckw = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=12,
+               temperature=0, logprobs=True, top_logprobs=3)
+    chat = client.chat.completions.create(**ckw)
+    content = chat.choices[0].logprobs.content
+    assert "".join(c.token for c in content) == chat.choices[0].message.content
+    assert all(len(c.top_logprobs) == 3 and c.top_logprobs[0].token == c.token and c.logprob <= 0 and
+               bytes(c.bytes).decode() == c.token for c in content)
+    streamed = [c for ch in client.chat.completions.create(**ckw, stream=True) if ch.choices and ch.choices[0].logprobs
+                for c in ch.choices[0].logprobs.content]
+    assert [c.token for c in streamed] == [c.token for c in content]
+    assert client.chat.completions.create(**{**ckw, "logprobs": False, "top_logprobs": None}).choices[0].logprobs is None
+
+
+def test_tokenize_and_detokenize(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    llama = httpx.post(server + "/tokenize", json={"content": "Hello world", "with_pieces": True}, headers=h).json()
+    assert [t["piece"] for t in llama["tokens"]] == ["Hello", " world"] and llama["max_model_len"] == 1024
+    vllm = httpx.post(server + "/tokenize", json={"model": MODEL, "prompt": "Hello world"}, headers=h).json()
+    assert vllm["tokens"] == [t["id"] for t in llama["tokens"]] and vllm["count"] == 2
+    chat = httpx.post(server + "/tokenize", json={"messages": [{"role": "user", "content": "Hi"}]}, headers=h).json()
+    text = httpx.post(server + "/detokenize", json={"tokens": chat["tokens"]}, headers=h).json()
+    assert text["content"] == text["prompt"] and text["content"].endswith("<|im_start|>assistant\n")
+    assert httpx.post(server + "/tokenize", json={"content": "x"}).status_code == 401
+    assert httpx.post(server + "/detokenize", json={"tokens": [-1]}, headers=h).status_code == 400
+
+
+def test_request_ids_and_cors(server):
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.get(server + "/v1/models", headers={**h, "X-Request-Id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    for resp in (httpx.get(server + "/v1/models", headers=h), httpx.get(server + "/v1/models"),
+                 httpx.post(server + "/v1/completions", json={"max_tokens": 0}, headers=h),
+                 httpx.get(server + "/health", headers={"X-Request-Id": "not <an> id" * 20})):
+        assert len(resp.headers["x-request-id"]) == 32  # generated: a uuid4 hex
+    pre = httpx.options(server + "/v1/chat/completions", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == ORIGIN
+    other = httpx.get(server + "/v1/models", headers={**h, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+    ok = httpx.get(server + "/v1/models", headers={**h, "Origin": ORIGIN})
+    assert ok.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_cors_is_off_by_default_and_request_ids_are_in_the_log(small_server):
+    r = httpx.get(small_server + "/v1/models", headers={"Origin": "https://app.example.test", "X-Request-Id": "r-42"})
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    pre = httpx.options(small_server + "/v1/models", headers={"Origin": "https://app.example.test",
+                                                              "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in pre.headers
+    small_server_requests.append("r-42")  # the fixture checks the server's log for it when the server stops
 
 
 def test_stop_strings(client):

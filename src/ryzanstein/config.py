@@ -62,6 +62,7 @@ class GenerationConfig:
     p_min: float = 0.0  # a model draft stops when its top probability falls below this
     fallback: str = "plain"  # what to do when the draft fails: plain decoding, or raise
     min_speedup: float = 1.0  # auto: speculate only when the predicted speedup over plain is at least this
+    logprobs: int | None = None  # None = off; n = each emitted token's logprob and its n most likely tokens
 
     def __post_init__(self) -> None:
         _check(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an integer >= 1")
@@ -80,6 +81,8 @@ class GenerationConfig:
         _check(_is_num(self.p_min) and 0 <= self.p_min < 1, "p_min", self.p_min, "a number in [0, 1)")
         _check(self.fallback in FALLBACKS, "fallback", self.fallback, "one of " + ", ".join(FALLBACKS))
         _check(_is_num(self.min_speedup) and 0 < self.min_speedup <= 10, "min_speedup", self.min_speedup, "a number in (0, 10]")
+        _check(self.logprobs is None or (_is_int(self.logprobs) and 0 <= self.logprobs <= 20), "logprobs",
+               self.logprobs, "an integer in [0, 20] (the most likely tokens to list) or None (off)")
         if self.k is not None and self.policy == "auto":
             object.__setattr__(self, "policy", "fixed")  # an explicit k means a fixed draft length
 

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from typing import Callable, Iterator
 
@@ -23,6 +23,7 @@ from .models.chat import encode_prompt
 from .models.textstream import TextStream
 from .spec.auto_policy import AutoPolicy
 from .spec.costs import SpecCosts
+from .spec.logprobs import TokenLogprob
 from .spec.loop import decode, stop_ids
 from .spec.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
 from .spec.proposers import ModelProposer, NgramProposer, Proposer
@@ -37,6 +38,7 @@ class GenerationResult:
     prompt_tokens: int
     seed: int | None
     stats: GenerationStats = field(repr=False)
+    logprobs: list[TokenLogprob] | None = field(default=None, repr=False)  # per shown token (EOS not shown)
 
     @property
     def num_tokens(self) -> int:
@@ -45,7 +47,8 @@ class GenerationResult:
     def to_dict(self) -> dict:
         return {"text": self.text, "tokens": self.tokens, "num_tokens": self.num_tokens,
                 "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens, "seed": self.seed,
-                "stats": self.stats.to_dict()}
+                "stats": self.stats.to_dict(),
+                **({"logprobs": [asdict(e) for e in self.logprobs]} if self.logprobs is not None else {})}
 
 
 class Generation:
@@ -55,6 +58,8 @@ class Generation:
                  clock: Callable[[], float] = perf_counter) -> None:
         self.engine, self.prompt_ids, self.cfg, self.clock = engine, prompt_ids, cfg, clock
         self.result: GenerationResult | None = None
+        # with cfg.logprobs: one entry per shown token so far (a stream's consumer reads the new ones)
+        self.logprobs: list[TokenLogprob] | None = [] if cfg.logprobs is not None else None
 
     def __iter__(self) -> Iterator[str]:
         eng, cfg = self.engine, self.cfg
@@ -65,7 +70,10 @@ class Generation:
         text = TextStream(eng.target.tokenizer, cfg.stop)
         stops = stop_ids(eng.target.tokenizer, cfg)
         tokens: list[int] = []
-        for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy, self.clock):
+        rows: list[TokenLogprob] | None = [] if self.logprobs is not None else None  # one per emitted token
+        for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy, self.clock, rows):
+            if rows is not None:
+                self.logprobs.extend(e for e in rows[len(tokens):] if e.token not in stops)
             tokens.extend(out)
             piece = text.add([t for t in out if t not in stops])  # the EOS is generated, not shown
             if piece:
@@ -86,7 +94,9 @@ class Generation:
             if (prediction := policy.prediction()) is not None:
                 stats.predicted_speedup, stats.predicted_tokens_per_s = prediction
         stats.peak_rss_bytes = peak_rss_bytes()
-        self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats)
+        if rows is not None:  # cut where the tokens were cut (a stop string)
+            self.logprobs[:] = [e for e in rows[:len(tokens)] if e.token not in stops]
+        self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats, self.logprobs)
 
     def run(self) -> GenerationResult:
         """Generate to the end; the result."""

@@ -47,11 +47,11 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def read_prompt(arg: str) -> str:
     """The prompt from the argument (or stdin for -), refused with the offending byte unless it is UTF-8."""
     if arg == "-":
-        data, where = sys.stdin.buffer.read(), "stdin"
+        data, where = sys.stdin.buffer.read(), "the prompt read from stdin"
     else:  # argv arrives decoded with surrogateescape: the bytes as typed come back with fsencode
         data, where = os.fsencode(arg), "the prompt argument"
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"the prompt from {where} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} "
+        raise ConfigError(f"{where} is not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} "
                           f"({e.reason}): convert it first, e.g. `iconv -f latin1 -t utf-8`") from None

@@ -14,8 +14,15 @@ from ..errors import RyzansteinError
 from . import bench, generate, models, profile, serve
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a misused flag as one line (and exit 2) rather than the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ryzanstein", description="CPU-first LLM inference with lossless speculative decoding")
+    p = Parser(prog="ryzanstein", description="CPU-first LLM inference with lossless speculative decoding")
     p.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
     sub = p.add_subparsers(dest="command", required=True)
     for command in (generate, models, profile, bench, serve):

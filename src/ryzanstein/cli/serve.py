@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import os
 import socket
 import sys
@@ -27,6 +28,8 @@ def add_parser(sub) -> None:
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     g.add_argument("--k", type=parse_k, default=None, help="default draft length per request: an integer, or auto")
     g.add_argument("--policy", choices=POLICIES, default="auto", help="default draft-length policy per request")
+    g.add_argument("--allowed-origins", default="", help="CORS: comma list of browser origins that may call the "
+                   "API (https://app.example.com), or * for any (default: none, CORS off)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -39,13 +42,15 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise ConfigError("the API key is empty (--api-key '' or RYZANSTEIN_API_KEY set to ''): give a key, or "
                           "unset both to serve without authentication")
     cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key, max_queue=a.max_queue,
-                       request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy)
+                       request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
+                       allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()))
     sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is known at once
     engine = Engine(load_config_from_args(a))
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it
     engine.generate("Hello", GenerationConfig(max_new_tokens=4, temperature=0.0, k=cfg.k, policy=cfg.policy),
                     chat=False)
     app = create_app(engine, cfg)
+    logging.getLogger("ryzanstein.server").setLevel(logging.INFO)  # one line per request, with its X-Request-Id
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.api_key is None:
         print(f"warning: serving on {cfg.host} without --api-key: anyone who can reach it may use it", file=sys.stderr)
     print(f"serving {engine.target.info.name} (draft {a.draft}) on http://{cfg.host}:{sock.getsockname()[1]}/v1",

@@ -95,6 +95,10 @@ class Tokenizer(ABC):
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry of one id, as stored (for compatibility checks)."""
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token adds to the text (a piece of a UTF-8 character stays a piece): for logprobs."""
+        return self.decode([token_id]).encode("utf-8")
+
 
 @dataclass
 class MemoryUse:

@@ -30,6 +30,22 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: each byte as the printable character a byte-level BPE vocabulary uses."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+_UNICODE_TO_BYTE = {c: b for b, c in _bytes_to_unicode().items()}
+
+
 def _as_list(value) -> list[int]:
     """An id field as a list: absent -> [], int -> [int], list -> list."""
     if value is None:
@@ -52,6 +68,7 @@ class HFTokenizer(Tokenizer):
                                   "from the model's source") from None
         self._plain = tokenizers.Tokenizer.from_file(str(path))  # a second one: never a control token
         self._plain.encode_special_tokens = True  # (not toggled on one shared object: encode runs in threads)
+        self._byte_level = isinstance(self._tok.decoder, tokenizers.decoders.ByteLevel)
         tok_cfg = _read_json(folder / "tokenizer_config.json")
         gen_cfg = _read_json(folder / "generation_config.json")
         model_cfg = _read_json(folder / "config.json")
@@ -107,6 +124,14 @@ class HFTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids`; byte-level decoding turns a partial UTF-8 tail into U+FFFD."""
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """Byte-level BPE: the token's characters mapped back to bytes (GPT-2's table), so a piece of a UTF-8
+        character stays a piece; other tokenizers: its decoded text."""
+        text = self._tok.id_to_token(int(token_id))
+        if text is not None and self._byte_level and all(c in _UNICODE_TO_BYTE for c in text):
+            return bytes(_UNICODE_TO_BYTE[c] for c in text)
+        return self.decode([token_id]).encode("utf-8")
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry of one id, as stored (byte-level BPE: 'Ġthe' for ' the')."""

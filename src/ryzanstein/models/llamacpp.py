@@ -104,6 +104,9 @@ class LlamaCppTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self.piece(int(i)) for i in ids).decode("utf-8", errors="replace")
 
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.piece(int(token_id))
+
     def token_text(self, token_id: int) -> str:
         return self._L.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
 

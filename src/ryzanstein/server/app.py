@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -26,8 +27,9 @@ from ..errors import ContextOverflow, RyzansteinError
 from .config import ServerConfig
 from .guard import Guard, error_response
 from .metrics import CONTENT_TYPE, Metrics
-from .openai_api import (APIError, check_unicode, chunk, event_error, generation_config_from_request, parse_messages,
-                         parse_prompt, result_body, sse, summary, unknown_model, usage_of)
+from .openai_api import (APIError, check_unicode, chunk, event_error, generation_config_from_request, logprobs_body,
+                         parse_messages, parse_prompt, result_body, sse, summary, unknown_model, usage_of)
+from .tokenize import detokenize, tokenize
 from .worker import EngineWorker, Job, QueueFull
 
 log = logging.getLogger("ryzanstein.server")
@@ -47,6 +49,7 @@ class Served:
     metrics: Metrics
     model_id: str  # the one model this server serves
     loaded_draft: str  # the draft loaded with it, or "none"
+    created: int = 0  # when this server loaded the model (unix seconds): /v1/models' `created`
 
 
 def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
@@ -54,9 +57,13 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     metrics = Metrics()
     worker = EngineWorker(engine, metrics, config.max_queue)
     served = Served(engine, config, worker, metrics, engine.target.info.name,
-                    engine.proposer.name if engine.proposer is not None else "none")
+                    engine.proposer.name if engine.proposer is not None else "none", int(time.time()))
     app = FastAPI(title="ryzanstein", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(Guard, config=config, metrics=metrics)
+    if config.allowed_origins:  # added last, so outermost: a browser's preflight needs no API key
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                           expose_headers=["X-Request-Id", "Retry-After"])
     app.state.served, app.state.worker, app.state.metrics = served, worker, metrics
     for error, handler in ((APIError, api_error), (HTTPException, http_error),
                            (RequestValidationError, validation_error)):
@@ -67,6 +74,8 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app.add_api_route("/v1/models/{name:path}", get_model, methods=["GET"])
     app.add_api_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/tokenize", tokenize_route, methods=["POST"])
+    app.add_api_route("/detokenize", detokenize_route, methods=["POST"])
     return app
 
 
@@ -109,19 +118,42 @@ async def metrics_text(request: Request):
     return Response(served_by(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
-def model_card(model_id: str) -> dict:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "ryzanstein"}
+def model_card(s: Served) -> dict:
+    """The served model as OpenAI lists it, with vLLM's max_model_len and our own details."""
+    info = s.engine.target.info
+    return {"id": s.model_id, "object": "model", "created": s.created, "owned_by": "ryzanstein",
+            "max_model_len": info.n_ctx,
+            "ryzanstein": {"context_length": info.n_ctx, "n_ctx_train": info.n_ctx_train, "backend": info.backend,
+                           "dtype": info.dtype, "draft": s.loaded_draft}}
 
 
 async def list_models(request: Request):
-    return {"object": "list", "data": [model_card(served_by(request).model_id)]}
+    return {"object": "list", "data": [model_card(served_by(request))]}
 
 
 async def get_model(name: str, request: Request):
-    model_id = served_by(request).model_id
-    if name != model_id:
-        raise unknown_model(name, model_id)
-    return model_card(model_id)
+    s = served_by(request)
+    if name != s.model_id:
+        raise unknown_model(name, s.model_id)
+    return model_card(s)
+
+
+async def tokenize_route(request: Request):
+    s, body = served_by(request), await read_json(request)
+    check_model(body, s)
+    return await asyncio.to_thread(tokenize, body, s.engine.target.tokenizer, s.engine.target.n_ctx)
+
+
+async def detokenize_route(request: Request):
+    s, body = served_by(request), await read_json(request)
+    check_model(body, s)
+    return await asyncio.to_thread(detokenize, body, s.engine.target.tokenizer, s.engine.target.tokenizer.vocab_size)
+
+
+def check_model(body: dict, s: Served) -> None:
+    model = body.get("model")
+    if model is not None and model != s.model_id:
+        raise unknown_model(model, s.model_id)
 
 
 async def completions(request: Request):
@@ -156,9 +188,7 @@ async def handle(request: Request, chat: bool):
     s = served_by(request)
     deadline = time.monotonic() + s.config.request_timeout
     body = await read_json(request)
-    model = body.get("model")
-    if model is not None and model != s.model_id:
-        raise unknown_model(model, s.model_id)
+    check_model(body, s)
     cfg = generation_config_from_request(body, chat, s.config, s.loaded_draft)
     prompt = parse_messages(body) if chat else parse_prompt(body, s.engine.target.vocab_size)
     param = "messages" if chat else "prompt"
@@ -172,7 +202,7 @@ async def handle(request: Request, chat: bool):
         raise APIError(400, f"chat template: {e}", param=param) from None
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None and chat:
         cfg = cfg.replace(max_new_tokens=max(s.engine.target.n_ctx - len(ids), 1))  # until EOS or context end
-    job = Job(ids, cfg, deadline)
+    job = Job(ids, cfg, deadline, request.scope["ryzanstein"].get("request_id", ""))
     try:
         s.worker.submit(job)
     except QueueFull as e:
@@ -196,7 +226,7 @@ async def complete(request: Request, job: Job, head: dict, chat: bool):
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; counted as 499
         if kind == "done":
-            return JSONResponse(result_body(head, chat, value))
+            return JSONResponse(result_body(head, chat, value, served_by(request).engine.target.tokenizer.token_bytes))
         if kind != "piece":
             raise event_error(kind, value, timeout)
 
@@ -205,15 +235,20 @@ def stream(request: Request, job: Job, head: dict, chat: bool, include_usage: bo
     """Server-sent events: a chunk per text piece, then the finish (and usage), then [DONE]."""
     box, finished = request.scope["ryzanstein"], []
     timeout = served_by(request).config.request_timeout
+    token_bytes = served_by(request).engine.target.tokenizer.token_bytes
 
     async def events():
         if chat:
             yield sse(chunk(head, chat, role=True))
+        offset = 0  # characters streamed so far: completions' text_offset
         try:
             while True:
                 kind, value = await next_event(request, job, timeout, poll_disconnect=False)
                 if kind == "piece":
-                    yield sse(chunk(head, chat, text=value))
+                    text, entries = value
+                    lp = None if entries is None else logprobs_body(entries, chat, token_bytes, offset)
+                    offset += len(text)
+                    yield sse(chunk(head, chat, text=text, logprobs=lp))
                 elif kind == "done":
                     yield sse({**chunk(head, chat, finish=value.finish_reason), "ryzanstein": summary(value)})
                     if include_usage:

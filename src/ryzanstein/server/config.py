@@ -1,10 +1,14 @@
 """What `ryzanstein serve` fixes for all requests."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..config import GenerationConfig
 from ..errors import ConfigError
+
+
+ORIGIN = re.compile(r"https?://[^/\s]+")  # what a browser sends as Origin: scheme://host[:port]
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class ServerConfig:
     max_body_bytes: int = 1 << 20
     k: int | None = None  # default draft length per request (None = the policy's choice)
     policy: str = "auto"
+    allowed_origins: tuple[str, ...] = ()  # CORS: browser origins that may call the API ("*": any); () = off
 
     def __post_init__(self) -> None:
         for ok, what in ((0 <= self.port <= 65535, f"invalid port={self.port}: must be in [0, 65535]"),
@@ -31,4 +36,8 @@ class ServerConfig:
                           "invalid api_key: must not be empty (None serves without authentication)")):
             if not ok:
                 raise ConfigError(what)
+        bad = [o for o in self.allowed_origins if o != "*" and not ORIGIN.fullmatch(o)]
+        if bad:
+            raise ConfigError(f"invalid allowed_origins={bad[0]!r}: give origins like https://app.example.com "
+                              "(scheme and host, optional port, no path) or *")
         GenerationConfig(k=self.k, policy=self.policy)  # the same checks as per request

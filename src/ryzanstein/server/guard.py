@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
+import uuid
 
 from starlette.responses import JSONResponse
 
@@ -11,7 +13,10 @@ from .config import ServerConfig
 from .openai_api import APIError
 
 log = logging.getLogger("ryzanstein.server")
-ENDPOINTS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/metrics", "/health")
+ENDPOINTS = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize", "/metrics",
+             "/health")
+AUTHENTICATED = ("/v1/", "/tokenize", "/detokenize")  # path prefixes that need the API key, when there is one
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # an X-Request-Id we echo; anything else gets a new one
 
 
 def error_response(e: APIError) -> JSONResponse:
@@ -29,12 +34,16 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0, path = time.monotonic(), scope["path"]
-        box = scope["ryzanstein"] = {}  # handlers may set "status" (the outcome of a stream) and "on_close"
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        rid = given.decode() if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # handlers may set "status" (the outcome of a stream) and "on_close"; they read "request_id"
+        box = scope["ryzanstein"] = {"request_id": rid}
         sent = {}
 
         async def send_(message) -> None:
             if message["type"] == "http.response.start":
                 sent["status"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
             await send(message)
 
         try:
@@ -52,13 +61,16 @@ class Guard:
             if "on_close" in box:
                 box["on_close"]()
             endpoint = path if path in ENDPOINTS else "other"
-            self.metrics.requests.labels(endpoint, str(box.get("status") or sent.get("status", 500))).inc()
-            self.metrics.request_duration.labels(endpoint).observe(time.monotonic() - t0)
+            status, seconds = box.get("status") or sent.get("status", 500), time.monotonic() - t0
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_duration.labels(endpoint).observe(seconds)
+            client = scope.get("client") or ("-", 0)
+            log.info("%s %s %s %s %.3fs request_id=%s", client[0], scope["method"], path, status, seconds, rid)
 
     def _refuse(self, scope) -> APIError | None:
         headers = dict(scope["headers"])
         key = self.config.api_key
-        if key is not None and scope["path"].startswith("/v1/"):
+        if key is not None and scope["path"].startswith(AUTHENTICATED):
             given = headers.get(b"authorization", b"")
             token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, key.encode()):

@@ -14,7 +14,7 @@ from ..spec.stats import GenerationStats
 from .config import ServerConfig
 
 SPEC_FIELDS = ("k", "policy", "draft", "k_min", "k_max", "p_min", "min_speedup")
-UNSUPPORTED = ("logprobs", "top_logprobs", "echo", "suffix", "tools", "functions", "logit_bias")
+UNSUPPORTED = ("echo", "suffix", "tools", "functions", "logit_bias")
 SURROGATE = re.compile("[\ud800-\udfff]")  # in a str from json.loads, only a lone one is left
 
 
@@ -52,14 +52,15 @@ def usage_of(result) -> dict:
             "total_tokens": result.prompt_tokens + result.num_tokens}
 
 
-def chunk(head: dict, chat: bool, text: str = "", finish: str | None = None, role: bool = False) -> dict:
+def chunk(head: dict, chat: bool, text: str = "", finish: str | None = None, role: bool = False,
+          logprobs: dict | None = None) -> dict:
     """One streamed chunk in OpenAI's format."""
     if chat:
         delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
         choice = {"index": 0, "delta": delta}
     else:
         choice = {"index": 0, "text": text}
-    choice.update(logprobs=None, finish_reason=finish)
+    choice.update(logprobs=logprobs, finish_reason=finish)
     return {**head, "object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
 
 
@@ -106,6 +107,7 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
     max_tokens = body.get("max_completion_tokens") if chat else None
     max_tokens = body.get("max_tokens") if max_tokens is None else max_tokens
     extra = {f: spec[f] for f in ("k_min", "k_max", "p_min", "min_speedup") if f in spec}
+    logprobs = requested_logprobs(body, chat)
     d = GenerationConfig()  # an absent sampling field gets llama.cpp's default, as llama-server answers
 
     def get(name, default):
@@ -114,12 +116,50 @@ def generation_config_from_request(body: dict, chat: bool, server: ServerConfig,
         return GenerationConfig(
             max_new_tokens=16 if max_tokens is None else max_tokens, temperature=get("temperature", d.temperature),
             top_p=get("top_p", d.top_p), top_k=get("top_k", d.top_k), min_p=get("min_p", d.min_p),
-            seed=body.get("seed"), stop=stop or (), k=k, policy=spec.get("policy", server.policy), **extra)
+            seed=body.get("seed"), stop=stop or (), k=k, policy=spec.get("policy", server.policy),
+            logprobs=logprobs, **extra)
     except ConfigError as e:
         m = re.match(r"invalid (\w+)=", str(e))
         field = m.group(1) if m else None
-        param = {"max_new_tokens": "max_tokens"}.get(field, f"speculative.{field}" if field in SPEC_FIELDS else field)
-        raise APIError(400, str(e), param=param) from None
+        param = {"max_new_tokens": "max_tokens", "logprobs": "top_logprobs" if chat else "logprobs"}.get(
+            field, f"speculative.{field}" if field in SPEC_FIELDS else field)
+        raise APIError(400, str(e).replace(f"invalid {field}=", f"invalid {param}=", 1), param=param) from None
+
+
+def requested_logprobs(body: dict, chat: bool) -> int | None:
+    """GenerationConfig.logprobs: None (off) or how many most likely tokens to list per token.
+    Chat: logprobs (bool) + top_logprobs; completions: logprobs (an integer)."""
+    lp = body.get("logprobs")
+    if chat:
+        top = body.get("top_logprobs")
+        if lp not in (None, True, False):
+            raise APIError(400, f"invalid logprobs={lp!r}: must be true or false", param="logprobs")
+        if top is not None and not lp:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return (0 if top is None else top) if lp else None
+    if isinstance(lp, bool):
+        raise APIError(400, f"invalid logprobs={lp!r}: an integer in [0, 20] for completions", param="logprobs")
+    return lp
+
+
+def logprobs_body(entries, chat: bool, token_bytes, offset: int = 0) -> dict:
+    """OpenAI's logprobs object for these tokens: chat {"content": [{token, logprob, bytes, top_logprobs}]},
+    completions {tokens, token_logprobs, top_logprobs, text_offset} (offsets from `offset` characters)."""
+    def text(t: int) -> str:
+        return token_bytes(t).decode("utf-8", errors="replace")
+
+    if chat:
+        def one(t: int, lp: float) -> dict:
+            return {"token": text(t), "logprob": lp, "bytes": list(token_bytes(t))}
+        return {"content": [{**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]}
+                            for e in entries]}
+    tokens = [text(e.token) for e in entries]
+    offsets = []
+    for s in tokens:
+        offsets.append(offset)
+        offset += len(s)
+    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{text(t): lp for t, lp in e.top} for e in entries], "text_offset": offsets}
 
 
 def parse_prompt(body: dict, vocab_size: int) -> str | list[int]:
@@ -171,30 +211,38 @@ def summary(result) -> dict:
     """The response's non-standard "ryzanstein" field: the generation's speculative figures and its seed."""
     return {**spec_summary(result.stats), "seed": result.seed}
 
-def result_body(head: dict, chat: bool, result) -> dict:
-    """A whole (non-streamed) completion or chat completion."""
+def result_body(head: dict, chat: bool, result, token_bytes=None) -> dict:
+    """A whole (non-streamed) completion or chat completion (`token_bytes(id)` spells logprobs' tokens)."""
     if chat:
         choice = {"index": 0, "message": {"role": "assistant", "content": result.text}}
     else:
         choice = {"index": 0, "text": result.text}
-    choice.update(logprobs=None, finish_reason=result.finish_reason)
+    entries = getattr(result, "logprobs", None)
+    choice.update(logprobs=None if entries is None else logprobs_body(entries, chat, token_bytes),
+                  finish_reason=result.finish_reason)
     return {**head, "object": "chat.completion" if chat else "text_completion", "choices": [choice],
             "usage": usage_of(result), "ryzanstein": summary(result)}
 
 
 def spec_summary(stats: GenerationStats) -> dict:
     """The speculative figures of one generation, for the response's "ryzanstein" field."""
-    ks = stats.k_per_round
-    counts: dict[str, int] = {}
-    for k in ks:
-        counts[str(k)] = counts.get(str(k), 0) + 1
     return {
         "draft": stats.draft, "policy": stats.policy,
         "rounds": stats.rounds, "spec_rounds": stats.spec_rounds,
         "num_draft_tokens": stats.num_draft_tokens, "num_accepted": stats.num_accepted,
         "acceptance_rate": stats.acceptance_rate, "mean_acceptance_length": stats.mean_acceptance_length,
         "acceptance_by_position": stats.acceptance_by_position,
-        "k_per_round": {"min": min(ks, default=0), "max": max(ks, default=0),
-                        "mean": sum(ks) / len(ks) if ks else 0.0, "counts": counts},
+        "k_per_round": k_summary(stats.k_per_round),  # drafts verified
+        "k_chosen": k_summary(stats.k_chosen),  # what the policy asked the proposer for
+        "speculation_stopped": stats.speculation_stopped(),
         "ttft_s": stats.ttft_s, "tokens_per_s": stats.tokens_per_s, "fallback": stats.fallback,
     }
+
+
+def k_summary(ks: list[int]) -> dict:
+    """Min, max, mean and the count of each K over a generation's rounds."""
+    counts: dict[str, int] = {}
+    for k in ks:
+        counts[str(k)] = counts.get(str(k), 0) + 1
+    return {"min": min(ks, default=0), "max": max(ks, default=0), "mean": sum(ks) / len(ks) if ks else 0.0,
+            "counts": counts}

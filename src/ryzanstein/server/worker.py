@@ -1,7 +1,8 @@
 """One engine, one generation at a time: a bounded first-come-first-served queue in front of a worker thread.
 
 Decoding is blocking CPU work, so it runs in one worker thread, never on the event loop. A request becomes a
-`Job`; the worker sends its events back to the request's event loop: ("piece", text) as text is ready, then
+`Job`; the worker sends its events back to the request's event loop: ("piece", (text, logprobs of the
+tokens consumed since the last piece, or None when not asked for)) as text is ready, then
 exactly one of ("done", GenerationResult), ("error", exception) or ("aborted", reason). Cancelling a job
 (client gone, timeout) is a flag the worker checks before it starts the job and between text pieces.
 """
@@ -34,8 +35,8 @@ class QueueFull(Exception):
 class Job:
     """One request's generation: its inputs, a cancel flag, and the events coming back."""
 
-    def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float) -> None:
-        self.prompt_ids, self.cfg, self.deadline = prompt_ids, cfg, deadline
+    def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float, request_id: str = "") -> None:
+        self.prompt_ids, self.cfg, self.deadline, self.request_id = prompt_ids, cfg, deadline, request_id
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.submitted = self.polled = time.monotonic()  # polled: when the request last looked for its client
@@ -120,9 +121,9 @@ class EngineWorker:
                 self._serve(job)
             except Exception as e:  # nothing may kill the worker; the request gets an error
                 if isinstance(e, RyzansteinError):
-                    log.warning("generation failed: %s", e)
+                    log.warning("generation failed (request_id=%s): %s", job.request_id, e)
                 else:
-                    log.exception("generation failed")
+                    log.exception("generation failed (request_id=%s)", job.request_id)
                 self.metrics.aborted.labels("error").inc()
                 job.emit("error", e)
             finally:
@@ -136,13 +137,15 @@ class EngineWorker:
             self._abort(job)
             return
         gen = self.engine.stream(job.prompt_ids, job.cfg)
-        pieces = iter(gen)
+        pieces, sent = iter(gen), 0
         for piece in pieces:
             if job.cancelled:
                 pieces.close()  # abandons the generation cleanly
                 self._abort(job)
                 return
-            job.emit("piece", piece)
+            logprobs = None if gen.logprobs is None else gen.logprobs[sent:]
+            sent += len(logprobs or ())
+            job.emit("piece", (piece, logprobs))
         self.metrics.observe_generation(gen.result.stats, wait_s)
         job.emit("done", gen.result)
 

@@ -15,6 +15,7 @@ from ..config import GenerationConfig
 from ..errors import RyzansteinError
 from ..models.base import Model, Tokenizer
 from .acceptance_rules import accept_greedy, accept_sampling
+from .logprobs import TokenLogprob, token_logprobs
 from .policies import DraftLengthPolicy
 from .proposers import EMPTY, Proposer
 from .round import Round
@@ -31,12 +32,13 @@ def stop_ids(tokenizer: Tokenizer, cfg: GenerationConfig) -> frozenset[int]:
 
 def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.random.Generator,
            stats: GenerationStats, proposer: Proposer | None = None,
-           policy: DraftLengthPolicy | None = None, clock: Callable[[], float] = perf_counter
-           ) -> Iterator[list[int]]:
+           policy: DraftLengthPolicy | None = None, clock: Callable[[], float] = perf_counter,
+           logprobs: list[TokenLogprob] | None = None) -> Iterator[list[int]]:
     """Yield the tokens each target forward emits, until a stop id, max_new_tokens or the context end.
 
     `clock` times everything the stats and the policy see; a benchmark that interleaves generations gives
-    each one a clock that runs only during its own steps (bench/lockstep.py StreamClocks).
+    each one a clock that runs only during its own steps (bench/lockstep.py StreamClocks). `logprobs`, if
+    given, receives one TokenLogprob per emitted token, from the rows that predicted it (logprobs.py).
     """
     stops = stop_ids(target.tokenizer, cfg)
     t0 = clock()
@@ -44,6 +46,8 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     stats.cached_prompt_tokens = target.reuse_prefix(prompt)
     logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
     token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, rng)
+    if logprobs is not None:
+        logprobs.extend(token_logprobs(logits, [token], cfg.logprobs or 0))
     stats.prefill_s = stats.ttft_s = clock() - t0
     context = list(prompt) + [token]
     emitted = 1
@@ -86,10 +90,12 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
             if t in stops:
                 out, token = out[:i + 1], t
                 break
+        if logprobs is not None:  # row i of the verify forward predicted out[i]
+            logprobs.extend(token_logprobs(logits, out, cfg.logprobs or 0))
         context.extend(out)
         emitted += len(out)
         stats.num_tokens = emitted
-        r = Round(len(draft.tokens), num_accepted, out, t1 - t0, t2 - t1, clock() - t0, shadow.tokens, draft.conf)
+        r = Round(len(draft.tokens), num_accepted, out, t1 - t0, t2 - t1, clock() - t0, shadow.tokens, draft.conf, k)
         stats.observe(r)
         if policy is not None:
             policy.observe(r)

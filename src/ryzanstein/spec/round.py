@@ -16,3 +16,4 @@ class Round:
     round_s: float = 0.0  # seconds of the whole round, start to emitted tokens
     shadow: list[int] = field(default_factory=list)  # a draft proposed, not verified (K = 0): the policy scores it
     conf: list[float] | None = None  # a model draft's probability for each token it proposed
+    chosen: int | None = None  # the K the policy chose (k may be fewer: the proposer found less); None = k

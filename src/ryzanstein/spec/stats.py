@@ -39,7 +39,8 @@ class GenerationStats:
     accepted_per_position: list[int] = field(default_factory=list)  # [i]: rounds whose draft i was accepted
     drafted_per_position: list[int] = field(default_factory=list)  # [i]: rounds that drafted a token at i
     accepted_length_hist: list[int] = field(default_factory=list)  # [n]: spec rounds that accepted exactly n
-    k_per_round: list[int] = field(default_factory=list)
+    k_per_round: list[int] = field(default_factory=list)  # drafts verified per round
+    k_chosen: list[int] = field(default_factory=list)  # the K the policy chose per round (a draft may be shorter)
     draft_s: float = 0.0
     verify_s: float = 0.0
     token_latencies_s: list[float] = field(default_factory=list)  # per emitted token: its round's time / tokens
@@ -59,6 +60,7 @@ class GenerationStats:
         draft_s, verify_s, round_s = r.draft_s, r.verify_s, r.round_s
         self.rounds += 1
         self.k_per_round.append(k)
+        self.k_chosen.append(k if r.chosen is None else r.chosen)
         self.draft_s += draft_s
         self.verify_s += verify_s
         if n_emitted:
@@ -114,6 +116,24 @@ class GenerationStats:
     def spec_memory_overhead_fraction(self) -> float:
         return self.spec_memory_overhead_bytes / self.target_memory_bytes if self.target_memory_bytes else 0.0
 
+    def speculation_stopped(self) -> dict | None:
+        """Why the generation was not speculating at its end, or None if its last round drafted:
+        {"reason": off | draft_failed | policy | no_draft, "detail": ..., "since_round": ...}."""
+        if self.fallback:
+            return {"reason": "draft_failed", "detail": self.fallback}
+        if self.policy == "none":
+            return {"reason": "off", "detail": "no draft for this generation (draft none, or k = 0)"}
+        last = max((i for i, k in enumerate(self.k_chosen) if k > 0), default=None)
+        if last is None or last < len(self.k_chosen) - 1:
+            since = 0 if last is None else last + 1
+            return {"reason": "policy", "since_round": since,
+                    "detail": f"policy {self.policy} chose plain decoding (K = 0) from round {since} on: "
+                              "speculating was predicted not to pay"}
+        if self.k_per_round[last] == 0:
+            return {"reason": "no_draft", "since_round": last,
+                    "detail": "the proposer found nothing to draft in the last round"}
+        return None
+
     def latency_percentile(self, q: float) -> float:
         return float(np.percentile(self.token_latencies_s, q)) if self.token_latencies_s else 0.0
 
@@ -133,6 +153,7 @@ class GenerationStats:
             latency_p50_s=self.latency_percentile(50),
             latency_p95_s=self.latency_percentile(95),
             latency_p99_s=self.latency_percentile(99),
+            speculation_stopped=self.speculation_stopped(),
         )
         return {k: finite_or_none(v) for k, v in d.items()}
 
