@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up Ryzanstein on a fresh machine: a virtual environment in .venv with every dependency (CPU torch,
 # llama-cpp-python built for this CPU, test/server/bench extras) and the embedded default model.
-# Idempotent: a second run only checks. Needs Python 3.11+, a C++ compiler and cmake (for llama.cpp).
+# Idempotent: a second run only checks. Needs Python 3.11+, a C compiler (the native backend's extension,
+# csrc/native, compiled by the pip install below in ~30 s), a C++ compiler and cmake (for llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}

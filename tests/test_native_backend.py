@@ -14,6 +14,9 @@
 - The llama.cpp backend's contract tests (EOS inside a draft, budget hit mid-draft, a failing draft, the
   sampling chi-square tests) run here on the native backend too.
 """
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
@@ -244,23 +247,58 @@ def test_views_share_weights_and_keep_their_own_caches(native_smol):
 
 
 def test_unsupported_architecture_and_tensor_types_are_refused(tmp_path, smol_gguf):
-    g = GGUFFile(smol_gguf)
     data = bytearray(open(smol_gguf, "rb").read())
     arch_at = data.index(b"llama", 0, 4096)  # general.architecture's value
     bad_arch = tmp_path / "mamba.gguf"
     bad_arch.write_bytes(bytes(data[:arch_at]) + b"mamba" + bytes(data[arch_at + 5:]))
     with pytest.raises(NativeUnsupported, match="architecture 'mamba'.*use --backend llama.cpp"):
         NativeModel(bad_arch)
-    t = next(t for t in g.tensors if t.type == int(Q.Q4_1))  # the first Q4_1 matrix becomes "Q5_1" (its
-    del g                                                         # bigger blocks still end inside the file)
-    info = bytes(t.name.encode())
-    at = data.index(info)  # name, then n_dims, dims, type
-    type_at = at + len(info) + 4 + 8 * len(t.shape)
-    data[type_at:type_at + 4] = int(Q.Q5_1).to_bytes(4, "little")
-    bad_type = tmp_path / "q5_1.gguf"
-    bad_type.write_bytes(bytes(data))
-    with pytest.raises(NativeUnsupported, match=f"tensor {t.name} .* type Q5_1.*use --backend llama.cpp"):
+    bad_type, tensor = _q5_1_file(tmp_path, smol_gguf)
+    with pytest.raises(NativeUnsupported, match=f"tensor {tensor} .* type Q5_1.*use --backend llama.cpp"):
         NativeModel(bad_type)
+
+
+def _q5_1_file(tmp_path, smol_gguf):
+    """SmolLM2 with its first Q4_1 matrix re-quantized to Q5_1, written with the `gguf` package: a valid file of
+    a type llama.cpp reads and the native backend does not; returns the path and the tensor's name."""
+    import gguf
+
+    from ryzanstein.models.gguf_truncate import _copy_fields
+
+    reader = gguf.GGUFReader(smol_gguf)
+    n_blocks = int(next(f.contents() for f in reader.fields.values() if f.name.endswith(".block_count")))
+    t = next(t for t in reader.tensors if t.tensor_type == Q.Q4_1)
+    path = tmp_path / "q5_1.gguf"
+    writer = gguf.GGUFWriter(path, arch="llama", endianess=reader.endianess)
+    _copy_fields(reader, writer, gguf, "llama", n_blocks, n_blocks)
+    data = {x.name: x.data for x in reader.tensors}
+    data[t.name] = quantize(dequantize(t.data, Q.Q4_1), Q.Q5_1)
+    for x in reader.tensors:
+        d = data[x.name]
+        writer.add_tensor_info(x.name, d.shape, d.dtype, d.nbytes, Q.Q5_1 if x.name == t.name else x.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for x in reader.tensors:
+        writer.write_tensor_data(data[x.name])
+    writer.close()
+    return path, t.name
+
+
+def test_unsupported_type_on_the_command_line(tmp_path, smol_gguf):
+    """--backend native: one line naming the tensor and type, and the fix, exit 2; native only as the default:
+    llama.cpp runs the file, after a one-line note."""
+    path, tensor = _q5_1_file(tmp_path, smol_gguf)
+    args = [sys.executable, "-m", "ryzanstein.cli", "generate", "--model", str(path), "--max-new-tokens", "2",
+            "--temperature", "0", "--draft", "none", "hi"]
+    p = subprocess.run(args + ["--backend", "native"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and tensor in lines[0] and "Q5_1" in lines[0] and "--backend llama.cpp" in lines[0]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    notes = [line for line in p.stderr.splitlines() if "native backend" in line]
+    assert len(notes) == 1 and "Q5_1" in notes[0], p.stderr
 
 
 def test_a_truncated_gguf_is_refused_before_any_compute(tmp_path, smol_gguf):
