@@ -13,13 +13,13 @@ from pathlib import Path
 from ..config import BACKENDS, default_backend
 from ..errors import RyzansteinError
 from . import store
-from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
+from .base import Logits, MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
 from .llamacpp import LlamaCppModel
 from .native import NativeModel, NativeUnsupported
 
 log = logging.getLogger("ryzanstein")
 
-__all__ = ["load_model", "Model", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "hf_folder_for_gguf"]
+__all__ = ["load_model", "Model", "Logits", "Tokenizer", "SpecialTokens", "MemoryUse", "ModelInfo", "hf_folder_for_gguf"]
 
 
 def load_model(spec: str, *, backend: str | None = None, threads: int | None = None, n_ctx: int | None = None,

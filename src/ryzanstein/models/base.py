@@ -1,10 +1,15 @@
 """The one small interface every backend implements.
 
 The decoding loop only ever talks to `Model` and `Tokenizer`: it never learns which backend runs the forward.
-A model's KV cache holds `tokens` (one entry per cached position); `forward` appends to it, `truncate` rolls
-it back. Rolling back then re-forwarding must give the same logits as never having gone forward.
+A model's KV cache holds `tokens` (one entry per cached position); `score` (and `forward`) append to it,
+`truncate` rolls it back. Rolling back then re-forwarding must give the same logits as never having gone forward.
 A backend implements `_forward`, `_truncate`, `memory`, `vocab_size`, and may offer `new_context` (another KV
 cache over the same weights) and `truncated` (its first N layers: the `self:N` draft).
+
+`score` is the decode loop's forward: it returns `Logits`, rows left where the backend computed them, which
+the loop asks only for what it needs (the argmax ids when greedy, a host copy of the rows when sampling).
+A host backend's rows are a numpy array already; the torch backend on a GPU keeps them on the device
+(`_score`, torch_model.TorchLogits), so a greedy step brings back n token ids, never n x vocab floats.
 """
 from __future__ import annotations
 
@@ -126,6 +131,34 @@ class ModelInfo:
     extra: dict = field(default_factory=dict)
 
 
+class Logits:
+    """The logits rows of one forward, (n, vocab), held by the backend that computed them: here a float32 host
+    array (valid until that model's next forward). The same questions are answered on the device by a
+    backend that keeps its rows there (torch_model.TorchLogits)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows  # (n, V) float32
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def argmax(self) -> list[int]:
+        """The most likely id of each row; on a tie the lowest id (numpy's and torch's rule alike)."""
+        return self.rows.argmax(axis=-1).tolist()
+
+    def top(self) -> tuple[list[int], list[float]]:
+        """Each row's argmax and its softmax probability (a draft's confidence), without building the softmax."""
+        ids = self.rows.argmax(axis=-1)  # (n,)
+        top = np.take_along_axis(self.rows, ids[:, None], axis=-1)  # (n, 1)
+        probs = 1.0 / np.exp(self.rows - top).sum(axis=-1, dtype=np.float64)  # (n,)
+        return ids.tolist(), probs.tolist()
+
+    def numpy(self) -> np.ndarray:
+        """All rows as a float32 host array (n, V): what sampling needs; a copy only where the rows are not on
+        the host."""
+        return self.rows
+
+
 class Model(ABC):
     """A causal LM with a KV cache for a single sequence."""
 
@@ -153,6 +186,10 @@ class Model(ABC):
     def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
         """Backend forward over new tokens at positions pos..pos+n-1; returns (n or 1, vocab) float32 logits."""
 
+    def _score(self, tokens: Sequence[int], last_only: bool) -> Logits:
+        """`_forward`, its rows where the backend keeps them; a backend whose logits live on a device overrides it."""
+        return Logits(self._forward(tokens, last_only))
+
     @abstractmethod
     def _truncate(self, pos: int) -> None:
         """Drop cached positions >= pos."""
@@ -160,11 +197,9 @@ class Model(ABC):
     @abstractmethod
     def memory(self) -> MemoryUse: ...
 
-    def forward(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
-        """Run the new `tokens` through the model in one call; logits for each (or just the last) of them.
-
-        Returns float32 (n, vocab), or (1, vocab) with last_only. The array may be a view into backend memory
-        that is valid only until the next call: copy it to keep it.
+    def score(self, tokens: Sequence[int], last_only: bool = False) -> Logits:
+        """Run the new `tokens` through the model in one call; the logits rows of each (or just the last) of them,
+        left where the backend computed them. The decode loop's forward: ask the result for what you need.
         """
         n = len(tokens)
         if n == 0:
@@ -174,9 +209,16 @@ class Model(ABC):
                 f"context full: {self.pos} cached + {n} new tokens > context size {self.n_ctx}; "
                 "use a shorter prompt or a larger --ctx-size"
             )
-        logits = self._forward(tokens, last_only)
+        logits = self._score(tokens, last_only)
         self.tokens.extend(int(t) for t in tokens)
         return logits
+
+    def forward(self, tokens: Sequence[int], last_only: bool = False) -> np.ndarray:
+        """`score`, as a float32 host array (n, vocab), or (1, vocab) with last_only.
+
+        The array may be a view into backend memory that is valid only until the next call: copy it to keep it.
+        """
+        return self.score(tokens, last_only).numpy()
 
     def truncate(self, pos: int) -> None:
         """Roll the KV cache back so that it holds exactly the first `pos` tokens."""

@@ -10,6 +10,12 @@ numerics we match: RMSNorm in float32, rotate-half RoPE with float32 tables cast
 
 `TorchModel.truncated(n)` is a self-draft: the first n blocks + the final norm + lm_head of the same weights,
 with its own KV cache.
+
+On a GPU (device="cuda") the weights, the KV cache, the RoPE tables and the logits stay on the device. `score`
+returns `TorchLogits`: greedy decoding reduces each row to its argmax there and copies back n ids, the one host
+synchronisation of a step (it is also where a step's time ends, so timing needs no explicit synchronise);
+sampling copies back the rows it samples from. The only host-to-device copy is the new token ids, issued
+non-blocking. The same code runs on device="cpu", which is how the tests exercise it.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from torch import nn
 
 from ..config import DEVICES, DTYPES
 from ..errors import ConfigError, ModelNotFound, RyzansteinError
-from .base import MemoryUse, Model, ModelInfo
+from .base import Logits, MemoryUse, Model, ModelInfo, Tokenizer
 from .hf_tokenizer import HFTokenizer
 
 SUPPORTED = ("llama", "qwen2")
@@ -247,6 +253,50 @@ def _param_bytes(modules: Sequence[nn.Module]) -> int:
     return sum(seen.values())
 
 
+class TorchLogits(Logits):
+    """Logits rows as a tensor on the model's device, in the model's dtype. argmax and top reduce there and
+    copy back n ids (and n probabilities); numpy() copies the rows themselves, only for sampling."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows  # (n, V) on the model's device
+        self._host: np.ndarray | None = None  # numpy()'s copy, made once (sampling and logprobs share it)
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def argmax(self) -> list[int]:
+        """The most likely id of each row (the lowest on a tie, as numpy): n ids cross to the host."""
+        return self.rows.argmax(dim=-1).tolist()
+
+    def top(self) -> tuple[list[int], list[float]]:
+        """Each row's argmax and its softmax probability, reduced on the device; one copy of 2n numbers back."""
+        x = self.rows.float()
+        ids = x.argmax(dim=-1)  # (n,)
+        probs = 1.0 / torch.exp(x - x.gather(-1, ids[:, None])).sum(dim=-1, dtype=torch.float64)  # (n,)
+        both = torch.stack((ids.double(), probs)).tolist()  # float64 holds every id exactly
+        return [int(i) for i in both[0]], both[1]
+
+    def numpy(self) -> np.ndarray:
+        if self._host is None:
+            self._host = self.rows.float().cpu().numpy()
+        return self._host
+
+
+def _check_placement(dtype: str, device: str) -> None:
+    """One clear line for a dtype or device we cannot run, a GPU asked for and absent included."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} not supported by the torch backend; use one of {', '.join(DTYPES)}")
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} not supported; use one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but this torch build sees no CUDA GPU; use --device cpu")
+
+
+def _device_extra(device: str) -> dict:
+    """What ModelInfo.extra records about the device: the GPU's name (cost profiles are keyed by it)."""
+    return {"device_name": torch.cuda.get_device_name(device)} if device == "cuda" else {}
+
+
 class TorchModel(Model):
     """A Llama / Qwen2 run by PyTorch over its first `n_layers` blocks, with its own KV cache."""
 
@@ -269,12 +319,7 @@ class TorchModel(Model):
         folder = Path(folder)
         if not (folder / "config.json").is_file():
             raise ModelNotFound(f"no config.json in {folder}; expected a Hugging Face style model folder")
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype {dtype!r} not supported by the torch backend; use one of {', '.join(DTYPES)}")
-        if device not in DEVICES:
-            raise ConfigError(f"device {device!r} not supported; use one of {', '.join(DEVICES)}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        _check_placement(dtype, device)
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has one intra-op pool
         args = _read_args(folder / "config.json")
@@ -298,9 +343,34 @@ class TorchModel(Model):
             name=name or folder.name, path=str(folder), backend="torch", arch=args.model_type,
             n_layers=args.n_layers, n_ctx=n_ctx, n_ctx_train=args.n_ctx_train, threads=torch.get_num_threads(),
             dtype=dtype, device=device,
-            extra={"rope_theta": args.rope_theta, "tie_word_embeddings": args.tie_embeddings},
+            extra={"rope_theta": args.rope_theta, "tie_word_embeddings": args.tie_embeddings, **_device_extra(device)},
         )
         return cls(net, args, HFTokenizer(folder), info, args.n_layers)
+
+    @classmethod
+    def random(cls, args: ModelArgs, tokenizer: Tokenizer, *, name: str, n_ctx: int = 4096,
+               dtype: str = "float32", device: str = "cpu", std: float = 0.02, seed: int = 0) -> TorchModel:
+        """A model of this architecture with random weights (normal(0, std); norms 1): for timing a shape
+        (benchmarks/gpu_check.py) and for tests, never for text. `tokenizer` only supplies ids and stop ids."""
+        _check_placement(dtype, device)
+        with torch.inference_mode():
+            with torch.device("meta"):  # no memory until the real device's
+                net = Transformer(args).requires_grad_(False)
+            net = net.to_empty(device=device).to(getattr(torch, dtype))
+            gen = torch.Generator(device=device).manual_seed(seed)
+            for pname, p in net.named_parameters():
+                if pname.endswith("layernorm.weight") or pname == "norm.weight":
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, std, generator=gen)
+            if args.tie_embeddings:
+                net.lm_head.weight = net.embed_tokens.weight
+        info = ModelInfo(
+            name=name, path=f"random:{name}", backend="torch", arch=args.model_type, n_layers=args.n_layers,
+            n_ctx=n_ctx, n_ctx_train=args.n_ctx_train, threads=torch.get_num_threads(), dtype=dtype, device=device,
+            extra={"random_weights": True, "seed": seed, **_device_extra(device)},
+        )
+        return cls(net, args, tokenizer, info, args.n_layers)
 
     def truncated(self, n_layers: int) -> TorchModel:
         """A self-draft: the first n_layers blocks + final norm + lm_head, sharing these weights, own KV cache."""
@@ -322,11 +392,14 @@ class TorchModel(Model):
     def vocab_size(self) -> int:
         return self.args.vocab_size
 
-    def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
+    def _score(self, tokens: Sequence[int], last_only: bool) -> TorchLogits:
         with torch.inference_mode():
-            idx = torch.tensor(list(tokens), dtype=torch.long, device=self.device)  # (T,)
-            logits = self.net(idx, self.pos, self.cache, self._cos, self._sin, last_only)  # (T or 1, vocab)
-            return logits.float().cpu().numpy()
+            # non_blocking: no wait on the stream (it is idle anyway: the last step's ids were just read)
+            idx = torch.tensor(list(tokens), dtype=torch.long).to(self.device, non_blocking=True)  # (T,)
+            return TorchLogits(self.net(idx, self.pos, self.cache, self._cos, self._sin, last_only))  # (T or 1, V)
+
+    def _forward(self, tokens: Sequence[int], last_only: bool) -> np.ndarray:
+        return self._score(tokens, last_only).numpy()
 
     def _truncate(self, pos: int) -> None:
         pass  # the position is len(self.tokens), which Model.truncate cuts; stale slots get overwritten

@@ -1,7 +1,9 @@
 """Costs: what one forward over n new tokens costs on this machine, v(n), measured and cached; and what a
 draft token costs, the estimates policy auto starts each generation from (`SpecCosts`).
 
-A profile belongs to (model file, backend, threads, dtype, device, CPU): any change invalidates it. It is
+A profile belongs to (model file, backend, threads, dtype, device, CPU, and the GPU's name on a GPU): any
+change invalidates it. A forward is timed until its argmax ids are on the host, as a greedy round verifies:
+on a GPU that copy is the synchronisation that ends the step, so the clock never stops before the device. It is
 measured once in a few seconds (a progress line on stderr), kept as readable JSON under
 `store.home()/profiles/`, written atomically. Policy auto refines the level online from the timings of real
 rounds (auto_policy.py), keeping the measured shape v(n)/v(1).
@@ -39,6 +41,7 @@ def profile_key(model: Model) -> dict:
         "mtime": int(st.st_mtime) if st else None, "backend": model.info.backend, "threads": model.info.threads,
         "dtype": model.info.dtype, "device": model.info.device, "n_layers": model.info.n_layers,
         "cpu": cpu_name(), "cores": os.cpu_count(),
+        **({"device_name": model.info.extra["device_name"]} if "device_name" in model.info.extra else {}),
     }
 
 
@@ -67,15 +70,18 @@ class CostProfile:
 
 
 def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False) -> CostProfile:
-    """Median time of a forward over n = 1..N_MAX tokens after a `context`-token prefill; cache left empty."""
+    """Median time of a forward over n = 1..N_MAX tokens after a `context`-token prefill, each until its n
+    argmax ids are on the host (a greedy verification); cache left empty."""
     rng = np.random.default_rng(0)
     vocab = model.tokenizer.vocab_size
-    ids = [int(t) for t in rng.integers(100, min(vocab, 30000), size=context + N_MAX)]
+    ids = [int(t) for t in rng.integers(min(100, vocab // 2), min(vocab, 30000), size=context + N_MAX)]
     model.reset()
-    model.forward(ids[:context], last_only=True)
+    model.score(ids[:context], last_only=True).argmax()
     base = model.pos
-    model.forward(ids[context:context + 4])  # warm-up
-    model.truncate(base)
+    # warm-up; on a GPU every width once: the first call of a shape picks (and may compile) its kernels
+    for n in (range(1, N_MAX + 1) if model.info.device != "cpu" else (4,)):
+        model.score(ids[context:context + n]).argmax()
+        model.truncate(base)
     times: list[list[float]] = [[] for _ in range(N_MAX)]
     if not quiet:  # one line, whether stderr is a terminal or a log
         print(f"profiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): v(n) for n = 1.."
@@ -83,7 +89,7 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
     for r in range(reps):
         for n in range(1, N_MAX + 1):
             t0 = time.perf_counter()
-            model.forward(ids[context:context + n])
+            model.score(ids[context:context + n]).argmax()
             times[n - 1].append(time.perf_counter() - t0)
             model.truncate(base)
     model.reset()

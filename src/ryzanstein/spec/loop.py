@@ -2,6 +2,8 @@
 
 Plain decoding is the same loop with K = 0: the target forwards [last token] alone and the "bonus" token is
 simply the next token. The target's KV cache always holds every emitted token but the last one.
+The target's logits stay where its backend computed them (`Model.score`): greedy asks for the argmax ids,
+sampling for the rows, so on a GPU a greedy step copies back K+1 ids, not K+1 rows of the vocabulary.
 """
 from __future__ import annotations
 
@@ -44,10 +46,10 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     t0 = clock()
     stats.prompt_tokens = len(prompt)
     stats.cached_prompt_tokens = target.reuse_prefix(prompt)
-    logits = target.forward(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
-    token = pick(logits[0], cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, rng)
-    if logprobs is not None:
-        logprobs.extend(token_logprobs(logits, [token], cfg.logprobs or 0))
+    logits = target.score(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
+    token = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, rng)
+    if logprobs is not None:  # asked for: the row comes to the host
+        logprobs.extend(token_logprobs(logits.numpy(), [token], cfg.logprobs or 0))
     stats.prefill_s = stats.ttft_s = clock() - t0
     context = list(prompt) + [token]
     emitted = 1
@@ -77,11 +79,11 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
                 draft, shadow = EMPTY, draft
         t1 = clock()
         base = target.pos
-        logits = target.forward([token] + draft.tokens)  # (K+1, V): the one verification forward
+        logits = target.score([token] + draft.tokens)  # (K+1, V): the one verification forward
         if cfg.greedy:
-            num_accepted, token = accept_greedy(draft.tokens, logits.argmax(axis=-1))
+            num_accepted, token = accept_greedy(draft.tokens, logits.argmax())
         else:
-            p = probs_from_logits(logits, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p)
+            p = probs_from_logits(logits.numpy(), cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p)
             num_accepted, token = accept_sampling(draft.tokens, draft.probs, p, rng)
         target.truncate(base + 1 + num_accepted)  # drop the rejected drafts' KV rows
         t2 = clock()
@@ -91,7 +93,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
                 out, token = out[:i + 1], t
                 break
         if logprobs is not None:  # row i of the verify forward predicted out[i]
-            logprobs.extend(token_logprobs(logits, out, cfg.logprobs or 0))
+            logprobs.extend(token_logprobs(logits.numpy(), out, cfg.logprobs or 0))
         context.extend(out)
         emitted += len(out)
         stats.num_tokens = emitted

@@ -134,27 +134,26 @@ class ModelProposer(Proposer):
         if k <= 0:
             return EMPTY
         lcp = m.reuse_prefix(context)  # always feeds at least the last token: we need its logits
-        logits = m.forward(context[lcp:], last_only=True)[0]
+        logits = m.score(context[lcp:], last_only=True)  # (1, V), where the draft's backend keeps it
         tokens: list[int] = []
         rows: list[np.ndarray] = []
         conf: list[float] = []
         for i in range(k):
             if self.temperature > 0:
-                q = probs_from_logits(logits, self.temperature, self.top_k, self.top_p, self.min_p)
+                q = probs_from_logits(logits.numpy()[0], self.temperature, self.top_k, self.top_p, self.min_p)
                 if self.p_min > 0 and q.max() < self.p_min:
                     break
                 t = sample(q, self.rng)
                 rows.append(q)
                 conf.append(float(q[t]))
             else:
-                t = int(np.argmax(logits))
-                conf.append(_top_prob(logits))
-                if conf[-1] < self.p_min:
-                    conf.pop()
+                (t,), (p_top,) = logits.top()  # the id and its probability: two numbers cross to the host
+                if p_top < self.p_min:
                     break
+                conf.append(p_top)
             tokens.append(t)
             if i + 1 < k and not (stop and stop(conf)):  # the last draft's logits are not needed
-                logits = m.forward([t], last_only=True)[0]
+                logits = m.score([t], last_only=True)
             else:
                 break
         probs = np.stack(rows) if rows else None
@@ -169,8 +168,3 @@ class ModelProposer(Proposer):
 
     def twin(self) -> ModelProposer:
         return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False)
-
-
-def _top_prob(logits: np.ndarray) -> float:
-    """softmax(logits).max() without materialising the softmax (float32: ~0.1 ms for 150k logits)."""
-    return float(1.0 / np.exp(logits - logits.max()).sum(dtype=np.float64))

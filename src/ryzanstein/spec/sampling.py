@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models.base import Logits
+
 # A nucleus almost always lives in the few hundred most likely tokens: look there first and fall back to a
 # full sort only when they do not reach top_p. Exact either way.
 _NUCLEUS_CANDIDATES = 1024
@@ -63,9 +65,10 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
-def pick(logits_row: np.ndarray, temperature: float, top_k: int, top_p: float, min_p: float,
+def pick(logits: Logits, temperature: float, top_k: int, top_p: float, min_p: float,
          rng: np.random.Generator) -> int:
-    """The next token from one logits row: argmax at temperature 0, else a sample."""
+    """The next token from a forward's last logits row: its argmax at temperature 0 (found where the backend
+    keeps the row), else a sample (from the row brought to the host)."""
     if temperature <= 0:
-        return int(np.argmax(logits_row))
-    return sample(probs_from_logits(logits_row, temperature, top_k, top_p, min_p), rng)
+        return logits.argmax()[-1]
+    return sample(probs_from_logits(logits.numpy()[-1], temperature, top_k, top_p, min_p), rng)
