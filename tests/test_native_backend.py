@@ -10,7 +10,8 @@
 - Batch invariance: a prompt forwarded in one call, token by token, or in chunks of 3 and 16 gives identical
   logits rows, so does a rollback then re-forward, and so does another thread count.
 - Greedy speculative decoding equals plain greedy decoding exactly on this backend, for prompt lookup, the
-  self-draft and a Qwen 0.5B draft for the 1.5B, K in {1, 2, 4, 8} and auto.
+  self-draft and a Qwen 0.5B draft for the 1.5B, K in {1, 2, 4, 8} and auto; seeded sampling with prompt
+  lookup equals seeded plain sampling too.
 - The llama.cpp backend's contract tests (EOS inside a draft, budget hit mid-draft, a failing draft, the
   sampling chi-square tests) run here on the native backend too.
 """
@@ -219,6 +220,22 @@ def _equal_to_plain(target, proposer, ks=(1, 2, 4, 8, None)):
 def test_greedy_speculative_equals_plain_on_smollm2(native_smol, draft):
     proposer = NgramProposer(1, 4) if draft == "ngram" else ModelProposer(native_smol.truncated(8), name="self:8")
     assert _equal_to_plain(native_smol, proposer) > 0
+
+
+def test_seeded_sampling_with_prompt_lookup_equals_plain_sampling(native_smol):
+    """Sampled, seeded: prompt lookup at every K (and auto) gives the very text plain sampling gives, since
+    the one-hot rule draws one uniform per emitted token and the logits are batch-invariant."""
+    cfg = CFG.replace(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=11)
+    plain = Engine.from_models(native_smol)
+    refs = [plain.generate(p, cfg).tokens for p in SPEC_PROMPTS]
+    spec = Engine.from_models(native_smol, NgramProposer(1, 4))
+    accepted = 0
+    for k in (1, 2, 4, 8, None):
+        for p, ref in zip(SPEC_PROMPTS, refs):
+            out = spec.generate(p, cfg.replace(k=k) if k else cfg.replace(k_max=8))
+            assert out.tokens == ref, f"ngram k={k or 'auto'} diverged on {p[:30]!r}"
+            accepted += out.stats.num_accepted
+    assert accepted > 0
 
 
 def test_greedy_speculative_equals_plain_with_the_qwen_draft(qwen05_path):

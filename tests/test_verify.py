@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from ryzanstein.spec.acceptance_rules import accept_greedy, accept_sampling
+from ryzanstein.spec.sampling import sample
 
 V = 6
 
@@ -45,6 +46,27 @@ def test_sampling_rejects_impossible_token_and_recovers_from_residual():
 def test_sampling_empty_draft_gives_bonus_from_last_row():
     rng = np.random.default_rng(0)
     assert accept_sampling([], None, onehot(4)[None], rng) == (0, 4)
+
+
+def test_a_model_free_draft_costs_one_uniform_per_emitted_token():
+    """The coupled form of the one-hot rule: with the same seed, speculative rounds of any K emit exactly the
+    tokens plain sampling draws, position by position (drafts right, wrong, or partly right)."""
+    rng = np.random.default_rng(1)
+    T, V = 200, 12
+    P = rng.dirichlet(np.full(V, 0.3), size=T)  # one target distribution per position
+    plain_rng = np.random.default_rng(7)
+    plain = [sample(P[t], plain_rng) for t in range(T)]
+    spec_rng, pos, rounds, accepted = np.random.default_rng(7), 0, 0, 0
+    while pos < T - 9:
+        K = int(rng.integers(0, 9))
+        draft = list(plain[pos:pos + K])
+        if K and rng.random() < 0.5:
+            j = int(rng.integers(0, K))
+            draft[j] = (draft[j] + 1) % V  # a wrong token somewhere
+        n, tok = accept_sampling(draft, None, P[pos:pos + K + 1], spec_rng)
+        assert draft[:n] + [tok] == plain[pos:pos + n + 1]
+        pos, rounds, accepted = pos + n + 1, rounds + 1, accepted + n
+    assert accepted > rounds  # the drafts were accepted often, not only the one-token rounds
 
 
 def test_residual_excludes_rejected_token_with_model_draft():
