@@ -220,6 +220,26 @@ def test_auto_shadow_and_probing_bring_speculation_back():
     assert max(ks[-20:]) >= 4
 
 
+def test_auto_probes_a_model_draft_in_the_first_round():
+    """Nothing is known of the draft on this text: round 0 probes it (its catch-up, a 100-token prompt, is
+    within 10% of the generation), an accepted probe re-plans at once, and good drafts keep it on."""
+    native = CostProfile([0.01 * r for r in (1, 1.10, 1.14, 1.18, 1.25, 1.32, 1.40, 1.47, 1.55)])  # the 1.5B's
+    pol = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+                     prompt_tokens=100, max_new_tokens=96)
+    assert pol.best_k() == 0 and pol.can_ever_win()  # at the prior's 50% plain wins; at 90% the draft would
+    assert pol.choose() == 1
+    pol.observe(rnd(1, 1, 0.43 * 0.01, pol.costs.v(2)))
+    ks = []
+    for _ in range(20):
+        ks.append(pol.choose())
+        pol.observe(rnd(min(ks[-1], 3), min(ks[-1], 3), 0.43 * 0.01 * min(ks[-1], 3), pol.costs.v(4)))
+    assert min(ks) > 0
+    # the same draft after a prompt whose catch-up would cost more than that: plain, probed later
+    pol = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+                     prompt_tokens=1000, max_new_tokens=96)
+    assert pol.choose() == 0
+
+
 def test_acceptance_model_learns_from_the_drafts_confidence():
     m = AcceptanceForecast(8)
     for _ in range(30):  # a draft whose sure tokens are accepted and unsure ones rejected
@@ -286,9 +306,10 @@ def test_heuristic_policy():
 
 def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
     # a cheap model draft that would pay on 2 cores if it were good (so it is worth probing), but its
-    # catch-up over a 1000-token prompt (0.1 ms a token) costs more than 5% of a 128-token generation
+    # catch-up over a 2000-token prompt (0.1 ms a token) costs more than the 10% of a 128-token generation a
+    # first-round probe may take, and more than the 5% of later ones
     pol = AutoPolicy(steep(), 0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
-                prompt_tokens=1000, max_new_tokens=128)
+                prompt_tokens=2000, max_new_tokens=128)
     assert pol.can_ever_win()
     ks = []
     for _ in range(120):

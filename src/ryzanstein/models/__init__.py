@@ -40,19 +40,21 @@ def load_model(spec: str, *, backend: str | None = None, threads: int | None = N
     return model
 
 
+def _need_gguf(res: store.ResolvedModel, backend: str) -> None:
+    if res.kind != "gguf":
+        raise RyzansteinError(f"the {backend} backend needs a .gguf file, {res.path} is a Hugging Face folder: "
+                              "use --backend torch")
+
+
 def _load_llamacpp(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
                    device: str) -> Model:
-    if res.kind != "gguf":
-        raise RyzansteinError(f"the llama.cpp backend needs a .gguf file, {res.path} is a Hugging Face folder: "
-                              "use --backend torch")
+    _need_gguf(res, "llama.cpp")
     return LlamaCppModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
 
 
 def _load_native(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
                  device: str) -> Model:
-    if res.kind != "gguf":
-        raise RyzansteinError(f"the native backend needs a .gguf file, {res.path} is a Hugging Face folder: "
-                              "use --backend torch")
+    _need_gguf(res, "native")
     return NativeModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
 
 
