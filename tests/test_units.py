@@ -228,12 +228,19 @@ def test_auto_probes_a_model_draft_in_the_first_round():
                      prompt_tokens=100, max_new_tokens=96)
     assert pol.best_k() == 0 and pol.can_ever_win()  # at the prior's 50% plain wins; at 90% the draft would
     assert pol.choose() == 1
-    pol.observe(rnd(1, 1, 0.43 * 0.01, pol.costs.v(2)))
+    pol.observe(rnd(1, 1, 0.43 * 0.01 + 99 * 2e-4, pol.costs.v(2)))  # accepted, after a 99-token catch-up
     ks = []
     for _ in range(20):
         ks.append(pol.choose())
         pol.observe(rnd(min(ks[-1], 3), min(ks[-1], 3), 0.43 * 0.01 * min(ks[-1], 3), pol.costs.v(4)))
     assert min(ks) > 0
+    # the probe's draft time held its catch-up over the prompt: that is not its cost per token
+    assert abs(pol.draft_token_s - 0.43 * 0.01) < 0.1 * 0.43 * 0.01
+    first = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+                       prompt_tokens=100, max_new_tokens=96)
+    assert first.choose() == 1
+    first.observe(rnd(1, 0, 0.43 * 0.01 + 99 * 2e-4, first.costs.v(2)))  # rejected, after a 99-token catch-up
+    assert abs(first.draft_token_s - 0.43 * 0.01) < 1e-9 and first.can_ever_win()
     # the same draft after a prompt whose catch-up would cost more than that: plain, probed later
     pol = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
                      prompt_tokens=1000, max_new_tokens=96)

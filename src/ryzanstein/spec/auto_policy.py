@@ -181,6 +181,8 @@ class AutoPolicy(DraftLengthPolicy):
         self.pred_tokens += self.expected_tokens(self.alphas(conf))[k]
         self.pred_time += cost[min(k, self.k_max)]
         self.pred_plain_time += cost[0]
+        # a model draft first caught up with the tokens it had not seen (a prefill): not its cost per token
+        catch_up_s = max(self.lag - 1, 0) * self.draft_prefill_token_s
         self.lag = 1  # after a spec round the draft is (nearly) in step
         if k <= self.k_max:
             self.spec_rounds += 1  # a running mean at first (a generation has few speculative rounds), then an EMA
@@ -192,7 +194,8 @@ class AutoPolicy(DraftLengthPolicy):
             self._replan_at = 0  # news (a probe accepted): plan again next round
         if not self.model_free:
             self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
-        self.draft_token_s = _ema(self.draft_token_s, draft_s / k)
+        if draft_s > catch_up_s:  # else the round says nothing about the cost per token
+            self.draft_token_s = _ema(self.draft_token_s, (draft_s - catch_up_s) / k)
         self.forecast.verified(k, num_accepted, conf)
 
     def observe_wall(self, wall_s: float) -> None:
