@@ -52,7 +52,7 @@ small_server_requests: list[str] = []  # X-Request-Ids whose log line small_serv
 @pytest.fixture(scope="module")
 def small_server():
     """One waiting slot and a short timeout: for 429s, timeouts and disconnects."""
-    with serve_subprocess([*COMMON, "--max-queue", "1", "--request-timeout", "5"]) as srv:
+    with serve_subprocess([*COMMON, "--max-queue", "1", "--request-timeout", "5", "--ctx-size", "8192"]) as srv:
         yield srv.url
     assert "Traceback" not in srv.output, srv.output
     for rid in small_server_requests:
@@ -331,10 +331,11 @@ COUNTING = "Count from 1 to 5000, one number per line:\n1\n2\n3\n"
 
 def test_timeout_and_disconnect_cancel_generation(small_server):
     t0 = time.monotonic()
-    # counting to 5000 greedily goes on for thousands of tokens: past the 5 s timeout even on the native
-    # backend (~140 tokens/s on this text here, 2026-12-02), where "Once upon a time" (1000 tokens) was not
-    r = httpx.post(small_server + "/v1/completions", json={"prompt": COUNTING, "max_tokens": 4000,
-                                                          "temperature": 0}, timeout=60)
+    # counting to 5000 greedily, without speculation, goes on for thousands of tokens: 7000 of them are far
+    # past the 5 s timeout on any backend (the native one plain: ~150 tokens/s on 1 thread here, 2026-12-02);
+    # with a 1024-token context, or prompt lookup on this repetitive text, it could finish within 5 s
+    r = httpx.post(small_server + "/v1/completions", json={"prompt": COUNTING, "max_tokens": 7000, "temperature": 0,
+                                                          "speculative": {"draft": "none"}}, timeout=60)
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout" and time.monotonic() - t0 < 10
     with httpx.Client(timeout=30) as c:
         with c.stream("POST", small_server + "/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 1000,
