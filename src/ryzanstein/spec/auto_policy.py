@@ -16,10 +16,11 @@ microseconds) and scored against what the target actually emitted ("shadow" acce
 probed with K = 1 at exponentially spaced rounds, and only if some K would win were the draft good (90%
 accepted): a probe costs a verify of 2 tokens plus the draft catching up with the context, so a draft that
 cannot pay is never probed, and one whose catch-up prefill would cost more than 5% of the generation's
-remaining plain time is not either. A model draft is probed in the first round, before anything is known of it on this text
-(its catch-up is then the prompt, allowed up to 10% of the generation's plain time): waiting 32 rounds first
-made the prompt's catch-up a cost no later probe could afford, so a good draft was never tried (Qwen 1.5B +
-0.5B on the native backend: 89% of the tokens it drafted were accepted, yet it drafted in 5% of the rounds).
+remaining plain time is not either. A model draft is probed in the first round, before anything is known of
+it on this text (its catch-up is then the prompt, allowed up to 10% of the generation's plain time):
+waiting 32 rounds first made the prompt's catch-up a cost no later probe could afford, so a good draft was
+never tried (Qwen 1.5B + 0.5B on the native backend: 89% of the tokens it drafted were accepted, yet it
+drafted in 5% of the rounds).
 
 Costs are refined online: the machine's live speed (`scale`, from every verifying forward), the extra cost of
 multi-token verifies over the profile (`spec_bias`: the profile is taken at a short context), the draft's
@@ -35,7 +36,7 @@ from .round import Round
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
 PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
-FIRST_PROBE_BUDGET = 0.10  # a draft never tried: a first-round probe may cost this share (its catch-up: the prompt)
+FIRST_PROBE_BUDGET = 0.10  # a first-round probe may cost this share (its catch-up: the whole prompt)
 REPLAN_EVERY = 32  # rounds: costs drift slowly; news about the draft (a shadow hit, a probe) re-plans at once
 EMA = 0.1  # weight of the newest observation in the online cost estimates
 CARRY = ("scale", "spec_bias", "draft_token_s", "overhead_s")  # learned costs the next generation starts from
@@ -133,9 +134,9 @@ class AutoPolicy(DraftLengthPolicy):
             # time (a plan costs ~40 us with caches cold after a forward, measured in the decode loop)
             self._replan_at = self.rounds + REPLAN_EVERY
         if not self.model_free:
-            if self.rounds == 0:  # nothing is known of the draft on this text yet: probe it now
-                if self.can_ever_win() and self.probe_pays(FIRST_PROBE_BUDGET):
-                    return 1
+            # nothing is known of the draft on this text yet: probe it now
+            if self.rounds == 0 and self.can_ever_win() and self.probe_pays(FIRST_PROBE_BUDGET):
+                return 1
             self.since_spec += 1
             if self.since_spec >= self.probe_every and self.rounds >= self._probe_check_at:
                 if self.can_ever_win() and self.probe_pays():
