@@ -216,9 +216,13 @@ def _equal_to_plain(target, proposer, ks=(1, 2, 4, 8, None)):
     return drafted
 
 
-@pytest.mark.parametrize("draft", ["ngram", "self:8"])
+@pytest.mark.parametrize("draft", ["ngram", "self:8", "self:8-vocab"])
 def test_greedy_speculative_equals_plain_on_smollm2(native_smol, draft):
-    proposer = NgramProposer(1, 4) if draft == "ngram" else ModelProposer(native_smol.truncated(8), name="self:8")
+    if draft == "ngram":
+        proposer = NgramProposer(1, 4)
+    else:  # self:8-vocab: the draft scores 2048 ids + specials + the context's, most of its output layer skipped
+        proposer = ModelProposer(native_smol.truncated(8), name=draft, vocab=2048 if "vocab" in draft else 0)
+        assert proposer.vocab == (2048 if "vocab" in draft else 0)
     assert _equal_to_plain(native_smol, proposer) > 0
 
 
@@ -239,9 +243,82 @@ def test_seeded_sampling_with_prompt_lookup_equals_plain_sampling(native_smol):
 
 
 def test_greedy_speculative_equals_plain_with_the_qwen_draft(qwen05_path):
+    """The 0.5B draft as the engine builds it by default: its output layer over 32,768 of 151,936 ids (plus the
+    specials and the context's); the full one is held to the same by test_restricted_output_layer_..."""
     target = load_model("qwen2.5-coder-1.5b", backend="native", threads=2, n_ctx=512)  # pulls 1.1 GB once
-    draft = ModelProposer(NativeModel(qwen05_path, name="qwen2.5-coder-0.5b", n_ctx=512, threads=2))
+    draft = ModelProposer(NativeModel(qwen05_path, name="qwen2.5-coder-0.5b", n_ctx=512, threads=2), vocab=32768)
+    assert draft.vocab == 32768
     assert _equal_to_plain(target, draft) > 0
+
+
+def test_restricted_output_layer_gives_the_same_logits_where_it_computes(native_smol):
+    """restrict_vocab: the kept ids' logits are the full layer's bit for bit (whole 16-id groups are computed),
+    every other logit is -inf, on every row of a batch; None computes all again; an empty set computes all."""
+    m = native_smol.new_context()
+    ids = m.tokenizer.encode(PROMPTS[0])
+    full = np.array(m.forward(ids))
+    keep = np.zeros(m.vocab_size, dtype=bool)
+    keep[:1000] = True  # a partial last group
+    keep[[5000, 5001, 20000, m.vocab_size - 1]] = True
+    assert m.restrict_vocab(keep)
+    m.reset()
+    part = np.array(m.forward(ids))
+    groups = np.repeat(np.add.reduceat(keep, np.arange(0, m.vocab_size, 16)) > 0, 16)[:m.vocab_size]
+    assert groups.sum() == 1008 + 16 + 16 + 16
+    assert np.array_equal(_bits(part[:, groups]), _bits(full[:, groups]))
+    assert np.all(part[:, ~groups] == -np.inf)
+    m.reset()
+    assert np.array_equal(_bits(np.array(m.forward(ids, last_only=True))[0]), _bits(part[-1]))
+    assert m.restrict_vocab(np.zeros(m.vocab_size, dtype=bool))  # nothing kept: no distribution, so all
+    m.reset()
+    assert np.array_equal(_bits(np.array(m.forward(ids))), _bits(full))
+    m.restrict_vocab(keep)
+    assert m.restrict_vocab(None)
+    m.reset()
+    assert np.array_equal(_bits(np.array(m.forward(ids))), _bits(full))
+
+
+def test_a_restricted_draft_keeps_the_context_ids_and_depends_only_on_the_context(native_smol):
+    draft = ModelProposer(native_smol.truncated(8), name="self:8", vocab=256)
+    ctx = native_smol.tokenizer.encode(SPEC_PROMPTS[0])
+    assert max(ctx) >= 256
+    draft.propose(ctx, 2)
+    assert draft._keep[ctx].all() and draft._keep[:256].all()
+    assert all(draft._keep[i] for i in native_smol.tokenizer.special.stop_ids)
+    first = draft.propose(ctx, 4).tokens
+    draft.propose(native_smol.tokenizer.encode(SPEC_PROMPTS[1]), 2)  # another context: its own set
+    assert not draft._keep[[t for t in ctx if t not in native_smol.tokenizer.encode(SPEC_PROMPTS[1])
+                            and t >= 256]].any()
+    assert draft.propose(ctx, 4).tokens == first
+
+
+def test_sampling_with_a_restricted_draft_keeps_the_target_distribution(native_smol):
+    """The draft's distribution over its reduced vocabulary is zero on ids the target may well pick: the
+    acceptance rule (residual max(p - q, 0)) still emits exactly the target's distribution."""
+    from test_distribution import ALPHA, K, chi2_pvalue, run
+    from ryzanstein.spec.acceptance_rules import accept_sampling
+    from ryzanstein.spec.sampling import probs_from_logits
+
+    tok = native_smol.tokenizer
+    draft = native_smol.truncated(8)
+    texts = ["The weather today is", "My favourite colour is", "The cat sat on the"]
+    p_rows, q_rows = [], []
+    for text in texts:
+        native_smol.reset()
+        p_rows.append(np.array(native_smol.forward(tok.encode(text), last_only=True)[0], dtype=np.float64))
+    native_smol.reset()
+    keep = np.zeros(draft.vocab_size, dtype=bool)
+    keep[:300] = True  # most of the targets' likely next words are outside
+    assert draft.restrict_vocab(keep)
+    for text in texts[:K]:
+        draft.reset()
+        q_rows.append(np.array(draft.forward(tok.encode(text), last_only=True)[0], dtype=np.float64))
+    p = probs_from_logits(np.stack(p_rows), temperature=1.0)
+    q = probs_from_logits(np.stack(q_rows), temperature=1.0)
+    assert np.all(q[:, 304:] == 0) and min(p[i][q[i] == 0].sum() for i in range(K)) > 0.05
+    first, second = run(accept_sampling, p, q, False, np.random.default_rng(99))
+    assert chi2_pvalue(first, p[0]) > ALPHA
+    assert chi2_pvalue(second, p[1]) > ALPHA
 
 
 # ---- the model interface --------------------------------------------------------------------------------------

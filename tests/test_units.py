@@ -45,6 +45,7 @@ def test_generation_config_errors(kwargs, message):
         ({"threads": 0}, "invalid threads=0"),
         ({"ngram_min": 3, "ngram_max": 2}, "invalid ngram_max=2: must be an integer in [ngram_min=3, 32]"),
         ({"max_memory_overhead": -1.0}, "invalid max_memory_overhead=-1.0"),
+        ({"draft_vocab": -5}, "invalid draft_vocab=-5: must be an integer >= 0 (0 = the whole vocabulary)"),
         ({"dtype": "float16"}, "invalid dtype='float16': must be one of float32, bfloat16"),
     ],
 )

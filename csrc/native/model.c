@@ -37,12 +37,28 @@ static void mm_worker(void *varg, int ith, int nth) {
         int i = 0;
         while (u >= j->first[i + 1]) i++;
         const rz_mm *m = &j->mm[i];
-        int g0 = (u - j->first[i]) * j->per_unit[i];
-        int g1 = g0 + j->per_unit[i];
-        if (g1 > m->w->groups) g1 = m->w->groups;
+        int g0, g1;
+        if (m->units) {
+            g0 = m->units[2 * (u - j->first[i])];
+            g1 = m->units[2 * (u - j->first[i]) + 1];
+        } else {
+            g0 = (u - j->first[i]) * j->per_unit[i];
+            g1 = g0 + j->per_unit[i];
+            if (g1 > m->w->groups) g1 = m->w->groups;
+        }
         rz_kernel k = rz_kernel_for(j->isa, m->w->type);
         for (int t = 0; t < m->a->tiles; t++) k(m->w, g0, g1, m->a, t, m->out, m->ldo);
     }
+}
+
+/* groups per work unit of w, out of `groups` to compute */
+static int unit_groups(const rz_tensor *w, int groups, int nth) {
+    int per = (int)(WORK_BYTES / w->group_bytes);
+    per = per < 1 ? 1 : per;
+    /* at least ~4 units per thread so a stalled thread's share is picked up by the others */
+    int cap = groups / (4 * nth);
+    if (cap >= 1 && per > cap) per = cap;
+    return per;
 }
 
 void rz_matmul(rz_pool *pool, const rz_isa *isa, const rz_mm *mm, int count) {
@@ -53,13 +69,9 @@ void rz_matmul(rz_pool *pool, const rz_isa *isa, const rz_mm *mm, int count) {
     j.count = count;
     int nth = rz_pool_threads(pool);
     for (int i = 0; i < count; i++) {
-        int per = (int)(WORK_BYTES / mm[i].w->group_bytes);
-        per = per < 1 ? 1 : per;
-        /* at least ~4 units per thread so a stalled thread's share is picked up by the others */
-        int cap = mm[i].w->groups / (4 * nth);
-        if (cap >= 1 && per > cap) per = cap;
+        int per = unit_groups(mm[i].w, mm[i].w->groups, nth);
         j.per_unit[i] = per;
-        j.units[i] = (mm[i].w->groups + per - 1) / per;
+        j.units[i] = mm[i].units ? mm[i].n_units : (mm[i].w->groups + per - 1) / per;
         j.first[i + 1] = j.first[i] + j.units[i];
     }
     atomic_init(&j.next, 0);
@@ -127,8 +139,59 @@ void rz_ctx_free(rz_ctx *c) {
     free(c->gate);
     free(c->up);
     free(c->scratch);
+    free(c->out_units);
+    free(c->out_gaps);
     rz_act_free(&c->act);
     memset(c, 0, sizeof *c);
+}
+
+int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask) {
+    const rz_tensor *w = c->m->output;
+    const int G = w->groups, V = c->m->vocab;
+    free(c->out_units);
+    free(c->out_gaps);
+    c->out_units = c->out_gaps = NULL;
+    c->n_out_units = c->n_out_gaps = 0;
+    if (!mask) return 0;
+    int on = 0;
+    for (int g = 0; g < G; g++) on += mask[g] != 0;
+    if (on == G) return 0;
+    const int per = unit_groups(w, on, rz_pool_threads(c->m->pool));
+    /* at most one unit per `per` groups plus one per run; one gap per run plus one */
+    c->out_units = malloc(sizeof(int32_t) * 2 * ((size_t)G + 1));
+    c->out_gaps = malloc(sizeof(int32_t) * 2 * ((size_t)G + 1));
+    if (!c->out_units || !c->out_gaps) {
+        rz_ctx_set_vocab(c, NULL);
+        return -1;
+    }
+    int gap0 = 0;
+    for (int g = 0; g < G;) {
+        if (!mask[g]) {
+            g++;
+            continue;
+        }
+        int e = g;
+        while (e < G && mask[e]) e++;
+        if (g * RZ_GROUP > gap0) {
+            c->out_gaps[2 * c->n_out_gaps] = gap0;
+            c->out_gaps[2 * c->n_out_gaps++ + 1] = g * RZ_GROUP;
+        }
+        for (int s = g; s < e; s += per) {
+            c->out_units[2 * c->n_out_units] = s;
+            c->out_units[2 * c->n_out_units++ + 1] = s + per < e ? s + per : e;
+        }
+        gap0 = e * RZ_GROUP < V ? e * RZ_GROUP : V;
+        g = e;
+    }
+    if (gap0 < V) {
+        c->out_gaps[2 * c->n_out_gaps] = gap0;
+        c->out_gaps[2 * c->n_out_gaps++ + 1] = V;
+    }
+    if (c->n_out_units == 0) {  /* nothing selected: a row of -inf would be no distribution; keep all */
+        rz_ctx_set_vocab(c, NULL);
+        return 0;
+    }
+    return 0;
 }
 
 /* ---- the pieces --------------------------------------------------------------------------------------- */
@@ -315,8 +378,12 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
     rz_act_set(&c->act, c->xn, out_rows, dim);
     need(&c->act, m->output);
     MARK(RZ_PH_QUANT);
-    rz_mm lo = {m->output, &c->act, out, m->vocab};
+    rz_mm lo = {m->output, &c->act, out, m->vocab, c->n_out_units ? c->out_units : NULL, c->n_out_units};
     rz_matmul(m->pool, isa, &lo, 1);
+    for (int r = 0; r < out_rows; r++)  /* the columns a restricted output layer skips */
+        for (int i = 0; i < c->n_out_gaps; i++)
+            for (int col = c->out_gaps[2 * i]; col < c->out_gaps[2 * i + 1]; col++)
+                out[(size_t)r * m->vocab + col] = -INFINITY;
     MARK(RZ_PH_OUTPUT);
 }
 

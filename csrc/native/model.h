@@ -20,6 +20,8 @@ typedef struct {
     const rz_act *a;
     float *out;
     int ldo;
+    const int32_t *units;               /* NULL: all groups; else n_units (first, end) group ranges, one a unit */
+    int n_units;
 } rz_mm;
 
 /* run up to 4 matmuls over the same activation rows as one parallel job */
@@ -59,12 +61,17 @@ typedef struct {
     float *scratch;                     /* per thread: attention scores */
     size_t scratch_stride;
     rz_act act;
+    int32_t *out_units, *out_gaps;      /* a restricted output layer: group ranges computed, column ranges not */
+    int n_out_units, n_out_gaps;        /* n_out_units == 0: every column */
     double phase_s[RZ_PHASES];          /* wall time per phase of the forwards so far (Context.profile) */
 } rz_ctx;
 
 int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer);
 void rz_ctx_free(rz_ctx *c);
 /* forward tokens[0..n) at positions pos..pos+n-1; logits (n or 1 rows of vocab) into out */
+/* compute only the output columns of groups whose mask byte is nonzero (the rest of a logits row is -inf);
+ * mask NULL: every column again. 0, or -1 when out of memory. */
+int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask);
 int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only);
 
 #endif

@@ -429,9 +429,34 @@ static PyObject *Context_forward(ContextObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Context_vocab(ContextObject *self, PyObject *arg) {
+    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
+    int rc;
+    if (arg == Py_None) {
+        pthread_mutex_lock(&self->model->lock);
+        rc = rz_ctx_set_vocab(&self->c, NULL);
+        pthread_mutex_unlock(&self->model->lock);
+    } else {
+        Py_buffer mb;
+        if (get_buffer(arg, &mb, 0, 0, "mask") != 0) return NULL;
+        if (mb.len != self->c.m->output->groups) {
+            PyBuffer_Release(&mb);
+            return PyErr_Format(PyExc_ValueError, "mask must hold one byte per %d-row output group (%d), got %zd",
+                                RZ_GROUP, self->c.m->output->groups, mb.len);
+        }
+        pthread_mutex_lock(&self->model->lock);
+        rc = rz_ctx_set_vocab(&self->c, mb.buf);
+        pthread_mutex_unlock(&self->model->lock);
+        PyBuffer_Release(&mb);
+    }
+    if (rc != 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *Context_get(ContextObject *self, void *which) {
     if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
     size_t per_token = (size_t)2 * self->c.n_layer * self->c.kv_dim * 2;
+    if ((intptr_t)which == 2) return PyLong_FromLong(self->c.m->output->groups);
     return PyLong_FromSize_t((intptr_t)which == 0 ? per_token * self->c.n_ctx : per_token);
 }
 
@@ -452,12 +477,16 @@ static PyMethodDef Context_methods[] = {
     {"profile", (PyCFunction)Context_profile, METH_VARARGS, "profile(reset=False): seconds per phase of the forwards"},
     {"forward", (PyCFunction)Context_forward, METH_VARARGS,
      "forward(tokens int32, pos, out float32, last_only): logits of the tokens at positions pos.."},
+    {"vocab", (PyCFunction)Context_vocab, METH_O,
+     "vocab(mask uint8 | None): compute only the output groups (16 ids each) whose mask byte is set; the other "
+     "logits are -inf. None: all of them"},
     {NULL},
 };
 
 static PyGetSetDef Context_getset[] = {
     {"kv_bytes", (getter)Context_get, NULL, "bytes of the KV cache", (void *)0},
     {"kv_bytes_per_token", (getter)Context_get, NULL, "KV bytes per position", (void *)1},
+    {"output_groups", (getter)Context_get, NULL, "16-row groups of the output layer", (void *)2},
     {NULL},
 };
 

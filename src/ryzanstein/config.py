@@ -111,6 +111,7 @@ class LoadConfig:
     max_memory_overhead: float = 1.0  # speculation may add at most this fraction of the target's memory
     allow_memory_overhead: bool = False  # load anyway when max_memory_overhead is exceeded
     cost_profile: str | None = None  # a cost profile JSON to use instead of measuring this machine
+    draft_vocab: int | None = None  # a draft model's output layer over this many ids (+ specials + context); 0 = all, None = auto
 
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str) and bool(self.model), "model", self.model, "a model name, .gguf path or HF folder")
@@ -126,5 +127,6 @@ class LoadConfig:
         _check(self.ctx_size is None or (_is_int(self.ctx_size) and 16 <= self.ctx_size <= 1 << 20), "ctx_size", self.ctx_size, "an integer in [16, 1048576]")
         _check(_is_int(self.ngram_min) and 1 <= self.ngram_min <= 16, "ngram_min", self.ngram_min, "an integer in [1, 16]")
         _check(_is_int(self.ngram_max) and self.ngram_min <= self.ngram_max <= 32, "ngram_max", self.ngram_max, f"an integer in [ngram_min={self.ngram_min}, 32]")
+        _check(self.draft_vocab is None or (_is_int(self.draft_vocab) and self.draft_vocab >= 0), "draft_vocab", self.draft_vocab, "an integer >= 0 (0 = the whole vocabulary)")
         _check(_is_num(self.max_memory_overhead) and self.max_memory_overhead >= 0, "max_memory_overhead", self.max_memory_overhead, "a fraction >= 0 of the target's memory")
 

@@ -238,12 +238,23 @@ def build_proposer(c: LoadConfig, target: Model) -> Proposer | None:
             raise RyzansteinError(f"invalid draft={c.draft!r}: self:N needs 1 <= N < {target.info.n_layers} "
                                   f"(the target's layer count)")
         draft = target.truncated(n)  # a view of the target's weights, or a model of its own (llama.cpp)
-        return ModelProposer(draft, name=c.draft, owns_weights=not draft.shares_weights)
+        return ModelProposer(draft, name=c.draft, owns_weights=not draft.shares_weights,
+                             vocab=draft_vocab(c, draft))
     backend = c.draft_backend or target.info.backend
     draft = load_model(c.draft, backend=backend, threads=c.threads, n_ctx=target.n_ctx, dtype=c.dtype,
                        device=c.device)
     check_compatible(target, draft)
-    return ModelProposer(draft)
+    return ModelProposer(draft, vocab=draft_vocab(c, draft))
+
+
+DRAFT_VOCAB = 32768  # ids a draft scores by default when its vocabulary is over twice that (Qwen's 151,936)
+
+
+def draft_vocab(c: LoadConfig, draft: Model) -> int:
+    """How many leading ids a draft model scores (0: all): the config's, else DRAFT_VOCAB for a large vocabulary."""
+    if c.draft_vocab is not None:
+        return c.draft_vocab
+    return DRAFT_VOCAB if draft.vocab_size > 2 * DRAFT_VOCAB else 0
 
 
 def check_compatible(target: Model, draft: Model) -> None:

@@ -34,8 +34,11 @@ class BenchConfig:
     lockstep: bool = False  # a prompt's configurations advance one target forward each in turn
     compare: bool = False  # also transformers' generate on the same weights
     compare_dtype: str = "bfloat16"
+    draft_vocab: int | None = None  # a draft model's reduced output layer (LoadConfig.draft_vocab)
 
     def __post_init__(self) -> None:
+        if self.draft_vocab is not None and self.draft_vocab < 0:
+            raise ConfigError(f"invalid --draft-vocab {self.draft_vocab}: must be an integer >= 0 (0 = all ids)")
         if self.reps < 1:
             raise ConfigError(f"invalid --reps {self.reps}: must be an integer >= 1")
         if self.quick:

@@ -131,7 +131,7 @@ def run_bench(b: BenchConfig) -> dict:
     engines = {"none": Engine.from_models(target, None, LoadConfig(model=b.model, draft="none"))}
     for d in drafts:
         lcfg = LoadConfig(model=b.model, draft=d, backend=b.backend, threads=b.threads, ctx_size=target.n_ctx,
-                          allow_memory_overhead=True)
+                          allow_memory_overhead=True, draft_vocab=b.draft_vocab)
         before = current_rss()
         eng = Engine.from_models(target, build_proposer(lcfg, target), lcfg)
         after = current_rss()

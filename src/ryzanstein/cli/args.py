@@ -31,6 +31,9 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ngram-max", type=int, default=4)
     g.add_argument("--max-memory-overhead", type=float, default=1.0, help="refuse a draft adding more than this fraction of the target's memory")
     g.add_argument("--allow-memory-overhead", action="store_true", help="load even over --max-memory-overhead")
+    g.add_argument("--draft-vocab", type=int, default=None, help="a draft model scores only the first N ids, the "
+                   "special ones and the context's (lossless; native backend); 0 = all (default: 32768 for "
+                   "vocabularies over 65536)")
     g.add_argument("--cost-profile", default=None, help="cost profile JSON (from `ryzanstein profile`) to use instead of this machine's")
 
 
@@ -60,7 +63,8 @@ def load_config_from_args(a: argparse.Namespace) -> LoadConfig:
     return LoadConfig(model=a.model, draft=a.draft, backend=a.backend, draft_backend=a.draft_backend, dtype=a.dtype,
                       device=a.device, threads=a.threads, ctx_size=a.ctx_size, ngram_min=a.ngram_min,
                       ngram_max=a.ngram_max, max_memory_overhead=a.max_memory_overhead,
-                      allow_memory_overhead=a.allow_memory_overhead, cost_profile=a.cost_profile)
+                      allow_memory_overhead=a.allow_memory_overhead, cost_profile=a.cost_profile,
+                      draft_vocab=a.draft_vocab)
 
 
 def generation_config_from_args(a: argparse.Namespace) -> GenerationConfig:

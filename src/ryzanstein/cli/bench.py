@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--backend", choices=BACKENDS, default=None)
     p.add_argument("--ctx-size", type=int, default=None, help="default: large enough for the longest prompt")
+    p.add_argument("--draft-vocab", type=int, default=None, help="ids a draft model scores (as for generate); 0 = all")
     p.add_argument("--quick", action="store_true", help="1 prompt per category, 48 new tokens, ks 2,auto (~1 min on smollm2-135m)")
     p.add_argument("--long", action="store_true", help="the long-context set (~1k/2k/4k-token prompts)")
     p.add_argument("--lockstep", action="store_true", help="advance each prompt's configurations one target forward "
@@ -58,7 +59,7 @@ def bench_config_from_args(a: argparse.Namespace) -> BenchConfig:
         categories=parse_categories(a.categories), per_category=a.per_category, max_new_tokens=a.max_new_tokens,
         ignore_eos=a.ignore_eos, seed=a.seed, reps=a.reps, threads=a.threads, backend=a.backend,
         ctx_size=a.ctx_size, quick=a.quick, long=a.long, lockstep=a.lockstep, compare=a.compare,
-        compare_dtype=a.compare_dtype)
+        compare_dtype=a.compare_dtype, draft_vocab=a.draft_vocab)
 
 
 def cmd_bench(a: argparse.Namespace) -> int:

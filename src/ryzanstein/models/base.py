@@ -245,6 +245,13 @@ class Model(ABC):
         """Another KV cache over the same weights, for generations run side by side (bench --lockstep)."""
         raise RyzansteinError(f"the {self.info.backend} backend cannot open a second context on one model")
 
+    def restrict_vocab(self, keep: np.ndarray | None) -> bool:
+        """Compute logits at least for the ids where the bool array `keep` (vocab_size,) is true and -inf for
+        the others, until called again; None computes all again. A draft's cheaper output layer: the draft's
+        distribution is then its softmax over those ids, which the acceptance rules use as they are, so
+        output stays exact. False where the backend cannot skip output columns (every logit is computed)."""
+        return False
+
     def truncated(self, n_layers: int) -> "Model":
         """The first `n_layers` blocks of this model (+ its final norm and LM head), with a KV cache of its own:
         the `self:N` draft."""

@@ -231,6 +231,18 @@ class NativeModel(Model):
             raise RyzansteinError(f"native forward: {e}") from None
         return self._out[:rows]  # (rows, V) view, valid until the next forward
 
+    def restrict_vocab(self, keep: np.ndarray | None) -> bool:
+        """Only the output layer's 16-row groups holding a kept id are computed (a whole group, so a few more
+        ids than `keep` get their logits); the others are -inf."""
+        if keep is None:
+            self._ctx.vocab(None)
+            return True
+        groups = self._ctx.output_groups
+        pad = np.zeros(groups * 16, dtype=bool)
+        pad[:len(keep)] = np.asarray(keep, dtype=bool)[:groups * 16]
+        self._ctx.vocab(np.ascontiguousarray(pad.reshape(groups, 16).any(axis=1), dtype=np.uint8))
+        return True
+
     def _truncate(self, pos: int) -> None:
         pass  # a position move: cache rows past pos are overwritten before they are read
 

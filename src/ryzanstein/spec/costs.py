@@ -42,6 +42,7 @@ def profile_key(model: Model) -> dict:
         "dtype": model.info.dtype, "device": model.info.device, "n_layers": model.info.n_layers,
         "cpu": cpu_name(), "cores": os.cpu_count(),
         **({"device_name": model.info.extra["device_name"]} if "device_name" in model.info.extra else {}),
+        **({"draft_vocab": model.info.extra["draft_vocab"]} if "draft_vocab" in model.info.extra else {}),
     }
 
 

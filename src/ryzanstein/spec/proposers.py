@@ -114,11 +114,44 @@ class ModelProposer(Proposer):
 
     def __init__(self, model: Model, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                  min_p: float = 0.0, p_min: float = 0.0, rng: np.random.Generator | None = None,
-                 name: str | None = None, owns_weights: bool = True) -> None:
+                 name: str | None = None, owns_weights: bool = True, vocab: int = 0) -> None:
         self.model = model
         self.name = name or model.info.name
         self.owns_weights = owns_weights
         self.configure(temperature, top_k, top_p, min_p, p_min, rng)
+        self.vocab = 0
+        self._seen: list[int] = []
+        if 0 < vocab < model.vocab_size:
+            self._restrict(vocab)
+
+    def _restrict(self, vocab: int) -> None:
+        """Draft over a reduced vocabulary: the first `vocab` ids (BPE merges in order, so the most common
+        tokens), every special id, and every id of the current context (the prompt's identifiers, the tokens
+        generated so far); the draft model's output layer then computes only those. Lossless, as the target
+        decides; only how often a draft is accepted can change."""
+        keep = np.zeros(self.model.vocab_size, dtype=bool)
+        keep[:vocab] = True
+        tok = self.model.tokenizer
+        special = [tok.special.bos_id, tok.special.eos_id, *tok.special.stop_ids, *tok.special_texts().values()]
+        keep[[i for i in special if i is not None and 0 <= i < len(keep)]] = True
+        if self.model.restrict_vocab(keep):
+            self.vocab, self._base, self._keep = vocab, keep, keep.copy()
+            self.model.info.extra["draft_vocab"] = vocab  # its cost profile is then its own
+
+    def _sync_vocab(self, context: list[int]) -> None:
+        """Keep the context's ids in the draft's vocabulary: a set that depends only on the context, so a
+        generation's drafts do not depend on the ones before it."""
+        seen, changed = self._seen, False
+        if len(context) < len(seen) or context[:len(seen)] != seen:  # not a continuation: start over
+            self._keep, seen, changed = self._base.copy(), [], True
+        new = np.asarray(context[len(seen):], dtype=np.int64)
+        new = new[(new >= 0) & (new < len(self._keep))]
+        if new.size and not self._keep[new].all():
+            self._keep[new] = True
+            changed = True
+        self._seen = list(context)
+        if changed:
+            self.model.restrict_vocab(self._keep)
 
     def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
                   rng: np.random.Generator | None) -> None:
@@ -133,6 +166,8 @@ class ModelProposer(Proposer):
         k = min(k, m.n_ctx - len(context))  # the draft cache must hold context + k - 1 drafts
         if k <= 0:
             return EMPTY
+        if self.vocab:
+            self._sync_vocab(context)
         lcp = m.reuse_prefix(context)  # always feeds at least the last token: we need its logits
         logits = m.score(context[lcp:], last_only=True)  # (1, V), where the draft's backend keeps it
         tokens: list[int] = []
@@ -167,4 +202,4 @@ class ModelProposer(Proposer):
         self.model.reset()
 
     def twin(self) -> ModelProposer:
-        return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False)
+        return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False, vocab=self.vocab)
