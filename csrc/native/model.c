@@ -155,7 +155,7 @@ int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask) {
     if (!mask) return 0;
     int on = 0;
     for (int g = 0; g < G; g++) on += mask[g] != 0;
-    if (on == G) return 0;
+    if (on == G || on == 0) return 0;  /* none selected: a row of -inf would be no distribution; keep all */
     const int per = unit_groups(w, on, rz_pool_threads(c->m->pool));
     /* at most one unit per `per` groups plus one per run; one gap per run plus one */
     c->out_units = malloc(sizeof(int32_t) * 2 * ((size_t)G + 1));
@@ -186,10 +186,6 @@ int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask) {
     if (gap0 < V) {
         c->out_gaps[2 * c->n_out_gaps] = gap0;
         c->out_gaps[2 * c->n_out_gaps++ + 1] = V;
-    }
-    if (c->n_out_units == 0) {  /* nothing selected: a row of -inf would be no distribution; keep all */
-        rz_ctx_set_vocab(c, NULL);
-        return 0;
     }
     return 0;
 }

@@ -68,10 +68,10 @@ typedef struct {
 
 int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer);
 void rz_ctx_free(rz_ctx *c);
-/* forward tokens[0..n) at positions pos..pos+n-1; logits (n or 1 rows of vocab) into out */
 /* compute only the output columns of groups whose mask byte is nonzero (the rest of a logits row is -inf);
  * mask NULL: every column again. 0, or -1 when out of memory. */
 int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask);
+/* forward tokens[0..n) at positions pos..pos+n-1; logits (n or 1 rows of vocab) into out */
 int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only);
 
 #endif

@@ -431,24 +431,19 @@ static PyObject *Context_forward(ContextObject *self, PyObject *args) {
 
 static PyObject *Context_vocab(ContextObject *self, PyObject *arg) {
     if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
-    int rc;
-    if (arg == Py_None) {
-        pthread_mutex_lock(&self->model->lock);
-        rc = rz_ctx_set_vocab(&self->c, NULL);
-        pthread_mutex_unlock(&self->model->lock);
-    } else {
-        Py_buffer mb;
+    Py_buffer mb = {0};
+    if (arg != Py_None) {
         if (get_buffer(arg, &mb, 0, 0, "mask") != 0) return NULL;
         if (mb.len != self->c.m->output->groups) {
             PyBuffer_Release(&mb);
             return PyErr_Format(PyExc_ValueError, "mask must hold one byte per %d-row output group (%d), got %zd",
                                 RZ_GROUP, self->c.m->output->groups, mb.len);
         }
-        pthread_mutex_lock(&self->model->lock);
-        rc = rz_ctx_set_vocab(&self->c, mb.buf);
-        pthread_mutex_unlock(&self->model->lock);
-        PyBuffer_Release(&mb);
     }
+    pthread_mutex_lock(&self->model->lock);
+    int rc = rz_ctx_set_vocab(&self->c, arg == Py_None ? NULL : mb.buf);
+    pthread_mutex_unlock(&self->model->lock);
+    if (arg != Py_None) PyBuffer_Release(&mb);
     if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
