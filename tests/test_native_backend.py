@@ -156,7 +156,9 @@ def test_batch_invariance_of_whole_forwards(native_smol):
 def test_same_logits_on_every_instruction_set_and_thread_count(smol_gguf):
     ids = load_model("smollm2-135m", backend="native", threads=1, n_ctx=64).tokenizer.encode(PROMPTS[0])
     ref = None
-    for isa, threads in [(ISAS[0], 2), (ISAS[0], 1), *((i, 2) for i in ISAS[1:])]:
+    # 3 and 5 threads on this 2-core machine: more work ranges than cores, so threads finish their own range
+    # at different times and take units from the others' (and a pool worker may miss a job altogether)
+    for isa, threads in [(ISAS[0], 2), (ISAS[0], 1), (ISAS[0], 3), (ISAS[0], 5), *((i, 2) for i in ISAS[1:])]:
         m = NativeModel(smol_gguf, n_ctx=64, threads=threads, isa=isa)
         out = np.array(m.forward(ids))
         if ref is None:

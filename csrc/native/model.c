@@ -16,38 +16,65 @@
 #include "model.h"
 
 /* ---- parallel matmul -------------------------------------------------------------------------------- */
+#ifndef WORK_BYTES
 #define WORK_BYTES (48 << 10)  /* weights per work unit: stays in L2 while the row tiles reuse it */
+#endif
+
+/* Work units are split into one contiguous range per thread, taken from its front by its owner, so each
+ * thread streams through memory in order (the hardware prefetcher and PF_AHEAD see one sequential stream
+ * per core instead of units interleaved between threads). A thread whose range is empty takes units from
+ * the back of the others' ranges, so a stalled or absent thread's share still gets done (pool workers may
+ * miss a job: the caller's thread alone can finish it). Each range is {front, back} packed in one 64-bit
+ * atomic, claimed by compare-and-swap. Which thread computes a unit never changes its bits. */
+#define MM_RANGES 64
 
 typedef struct {
     const rz_isa *isa;
     const rz_mm *mm;
-    int count;
+    int count, ranges;
     int per_unit[4], units[4], first[5];
-    atomic_int next;
+    _Atomic uint64_t range[MM_RANGES];  /* front in the low 32 bits, back (exclusive) in the high */
 } mm_job;
 
+/* take one unit from range r: its front (own range) or its back (another's); -1 if it is empty */
+static int mm_take(mm_job *j, int r, int from_back) {
+    uint64_t cur = atomic_load_explicit(&j->range[r], memory_order_relaxed);
+    for (;;) {
+        uint32_t front = (uint32_t)cur, back = (uint32_t)(cur >> 32);
+        if (front >= back) return -1;
+        uint64_t nxt = from_back ? ((uint64_t)(back - 1) << 32) | front : ((uint64_t)back << 32) | (front + 1);
+        if (atomic_compare_exchange_weak_explicit(&j->range[r], &cur, nxt, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int)(from_back ? back - 1 : front);
+    }
+}
+
+static void mm_unit(const mm_job *j, int u) {
+    int i = 0;
+    while (u >= j->first[i + 1]) i++;
+    const rz_mm *m = &j->mm[i];
+    int g0, g1;
+    if (m->units) {
+        g0 = m->units[2 * (u - j->first[i])];
+        g1 = m->units[2 * (u - j->first[i]) + 1];
+    } else {
+        g0 = (u - j->first[i]) * j->per_unit[i];
+        g1 = g0 + j->per_unit[i];
+        if (g1 > m->w->groups) g1 = m->w->groups;
+    }
+    rz_kernel k = rz_kernel_for(j->isa, m->w->type);
+    for (int t = 0; t < m->a->tiles; t++) k(m->w, g0, g1, m->a, t, m->out, m->ldo);
+}
+
 static void mm_worker(void *varg, int ith, int nth) {
-    (void)ith;
     (void)nth;
     mm_job *j = varg;
-    const int total = j->first[j->count];
-    for (;;) {
-        int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (u >= total) break;
-        int i = 0;
-        while (u >= j->first[i + 1]) i++;
-        const rz_mm *m = &j->mm[i];
-        int g0, g1;
-        if (m->units) {
-            g0 = m->units[2 * (u - j->first[i])];
-            g1 = m->units[2 * (u - j->first[i]) + 1];
-        } else {
-            g0 = (u - j->first[i]) * j->per_unit[i];
-            g1 = g0 + j->per_unit[i];
-            if (g1 > m->w->groups) g1 = m->w->groups;
-        }
-        rz_kernel k = rz_kernel_for(j->isa, m->w->type);
-        for (int t = 0; t < m->a->tiles; t++) k(m->w, g0, g1, m->a, t, m->out, m->ldo);
+    const int own = ith % j->ranges;
+    int u;
+    while ((u = mm_take(j, own, 0)) >= 0) mm_unit(j, u);
+    for (int d = 1; d < j->ranges; d++) {
+        const int r = (own + d) % j->ranges;
+        while ((u = mm_take(j, r, 1)) >= 0) mm_unit(j, u);
     }
 }
 
@@ -74,7 +101,12 @@ void rz_matmul(rz_pool *pool, const rz_isa *isa, const rz_mm *mm, int count) {
         j.units[i] = mm[i].units ? mm[i].n_units : (mm[i].w->groups + per - 1) / per;
         j.first[i + 1] = j.first[i] + j.units[i];
     }
-    atomic_init(&j.next, 0);
+    const int total = j.first[count];
+    j.ranges = nth < MM_RANGES ? nth : MM_RANGES;
+    for (int r = 0; r < j.ranges; r++) {
+        uint64_t front = (uint64_t)total * r / j.ranges, back = (uint64_t)total * (r + 1) / j.ranges;
+        atomic_init(&j.range[r], back << 32 | front);
+    }
     rz_pool_run(pool, mm_worker, &j);
 }
 
