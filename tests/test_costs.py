@@ -1,5 +1,5 @@
 """Cost profiles: measured on real weights, cached atomically as readable JSON, invalidated when the model
-file, backend, threads or CPU change."""
+file, backend, its kernels' build, threads or CPU change."""
 import json
 
 import pytest
@@ -23,17 +23,20 @@ def test_profile_is_measured_once_then_read_from_the_cache(home, llama_smol, cap
     data = json.loads(files[0].read_text())  # readable JSON with the key it belongs to
     assert data["key"]["backend"] == "llama.cpp" and data["key"]["threads"] == llama_smol.info.threads
     assert data["v_ratio"][0] == 1.0
+    assert data["key"]["kernels"].startswith("llama-cpp-python ")
     again = costs.profile_for(llama_smol)
     assert again.source == "cache" and again.v_s == first.v_s
 
 
-@pytest.mark.parametrize("change", ["cpu", "threads", "file"])
+@pytest.mark.parametrize("change", ["cpu", "threads", "file", "kernels"])
 def test_cache_is_invalidated_when_what_it_measured_changes(home, llama_smol, monkeypatch, change):
     costs.profile_for(llama_smol)
     if change == "cpu":
         monkeypatch.setattr(costs, "cpu_name", lambda: "Another CPU 9000")
     elif change == "threads":
         monkeypatch.setattr(llama_smol.info, "threads", llama_smol.info.threads + 1)
+    elif change == "kernels":  # an upgraded llama-cpp-python (or a rebuilt native extension)
+        monkeypatch.setattr(costs, "_kernels", lambda backend: "llama-cpp-python 99.0")
     else:
         key = costs.profile_key(llama_smol)
         monkeypatch.setattr(costs, "profile_key", lambda m: {**key, "mtime": key["mtime"] + 1})
@@ -91,3 +94,10 @@ def test_json_output_never_holds_nan_or_infinity():
     d = GenerationStats(predicted_speedup=float("nan"), predicted_tokens_per_s=float("inf")).to_dict()
     assert d["predicted_speedup"] is None and d["predicted_tokens_per_s"] is None
     json.dumps(d, allow_nan=False)
+
+
+def test_the_native_kernels_fingerprint_is_the_extension_build():
+    from ryzanstein.models import native
+
+    build = costs._kernels("native")
+    assert build == native.build_id() and len(build) == 16 and int(build, 16) >= 0

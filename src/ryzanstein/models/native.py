@@ -15,6 +15,8 @@ supported and suggesting `--backend llama.cpp`).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +50,13 @@ def _ext():
         raise NativeUnsupported(f"the native backend's compiled extension is missing ({e}); reinstall with "
                                 "./install.sh") from None
     return _native
+
+
+@functools.lru_cache(maxsize=1)
+def build_id() -> str:
+    """A fingerprint of the compiled kernels (the extension file's sha256, 16 hex digits): a rebuild with other
+    kernels makes the cost profiles measured on the old ones stale."""
+    return hashlib.sha256(Path(_ext().__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """Costs: what one forward over n new tokens costs on this machine, v(n), measured and cached; and what a
 draft token costs, the estimates policy auto starts each generation from (`SpecCosts`).
 
-A profile belongs to (model file, backend, threads, dtype, device, CPU, and the GPU's name on a GPU): any
-change invalidates it. A forward is timed until its argmax ids are on the host, as a greedy round verifies:
-on a GPU that copy is the synchronisation that ends the step, so the clock never stops before the device. It is
-measured once in a few seconds (a progress line on stderr), kept as readable JSON under
+A profile belongs to (model file, backend and the build of its kernels, threads, dtype, device, CPU, and the GPU's
+name on a GPU): any change invalidates it. A forward is timed until its argmax ids are on the host, as a greedy
+round verifies: on a GPU that copy is the synchronisation that ends the step, so the clock never stops before the
+device. It is measured once in a few seconds (a progress line on stderr), kept as readable JSON under
 `store.home()/profiles/`, written atomically. Policy auto refines the level online from the timings of real
 rounds (auto_policy.py), keeping the measured shape v(n)/v(1).
 """
@@ -32,6 +32,23 @@ PROFILE_VERSION = 1
 NGRAM_TOKEN_S = 2e-5  # a prompt-lookup search, per drafted token, before the online estimate takes over
 
 
+def _kernels(backend: str) -> str | None:
+    """Which build of the backend's compute code runs the forwards: new kernels make an old profile stale."""
+    try:
+        if backend == "native":
+            from ..models.native import build_id
+            return build_id()
+        if backend == "llama.cpp":
+            import llama_cpp
+            return f"llama-cpp-python {llama_cpp.__version__}"
+        if backend == "torch":
+            import torch
+            return f"torch {torch.__version__}"
+    except Exception:  # noqa: BLE001 - a key without it only re-measures less often
+        return None
+    return None
+
+
 def profile_key(model: Model) -> dict:
     """What a profile depends on; a profile whose key differs is stale."""
     p = Path(model.info.path)
@@ -40,7 +57,7 @@ def profile_key(model: Model) -> dict:
         "model": model.info.name, "path": str(p), "size": st.st_size if st else None,
         "mtime": int(st.st_mtime) if st else None, "backend": model.info.backend, "threads": model.info.threads,
         "dtype": model.info.dtype, "device": model.info.device, "n_layers": model.info.n_layers,
-        "cpu": cpu_name(), "cores": os.cpu_count(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "kernels": _kernels(model.info.backend),
         **({"device_name": model.info.extra["device_name"]} if "device_name" in model.info.extra else {}),
         **({"draft_vocab": model.info.extra["draft_vocab"]} if "draft_vocab" in model.info.extra else {}),
     }
