@@ -181,3 +181,24 @@ def test_tiny_lockstep_run(smol_gguf, tmp_path):
     assert set(r["summary"]["pair_spread"]) == {"ngram:k2@0", "ngram:auto@0"}
     report = (out / "report.md").read_text()
     assert "lockstep" in report and "Paired noise" in report
+
+
+def test_ngram_replay_counts_forwards_as_the_decode_loop_would():
+    """benchmarks/ngram_replay.py on hand-made outputs: a copied span is drafted and accepted K at a time."""
+    spec = importlib.util.spec_from_file_location("ngram_replay",
+                                                  Path(__file__).parent.parent / "benchmarks" / "ngram_replay.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    from ryzanstein.spec.proposers import NgramProposer
+
+    prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    # output: copies 3..9 from the prompt after "2", then a fresh token 50
+    data = [("copy", prompt, [3, 4, 5, 6, 7, 8, 9, 50]), ("none", [1, 2], [70, 71, 72])]
+    by = replay.replay(data, NgramProposer(1, 4), 4)
+    # round 1: nothing before the context's last token 9 matches -> no draft, the target emits 3;
+    # round 2: "3" occurs in the prompt -> drafts 4 5 6 7, all accepted, the target adds 8;
+    # round 3: "5 6 7 8" occurs in the prompt -> drafts 9 3 4 5, 9 accepted, the target adds 50.
+    assert by["copy"] == {"tokens": 8, "forwards": 3, "drafted": 8, "accepted": 5, "tokens_per_forward": 2.6667,
+                          "acceptance": 0.625}
+    assert by["none"]["forwards"] == 3 and by["none"]["acceptance"] is None
+    assert by["overall"]["tokens"] == 11 and by["overall"]["forwards"] == 6

@@ -1,0 +1,103 @@
+"""How many tokens prompt lookup could give per target forward, replayed offline on a bench run's outputs.
+
+    .venv/bin/python benchmarks/ngram_replay.py benchmarks/results/native_qwen_lockstep_48x3_1206/results.json
+
+Greedy output does not depend on the drafter, so the plain runs of a `ryzanstein bench` results.json (temperature
+0) say what the target emits after each prefix. For each prompt this rebuilds the prompt's ids (the shipped
+prompts, the run's target tokenizer, its chat template), then walks the plain output as the decode loop would:
+each round asks the n-gram drafter for K tokens, keeps the prefix that matches the output, and adds the
+target's own token. No timing is involved: the figures are the drafter's ceiling at a fixed K (every round
+drafts whenever a match exists), against which `auto`'s choices can be read. Prints a table per setting and
+writes JSON (default: next to the input, ngram_replay.json).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))  # run from a checkout, installed or not
+from ryzanstein.bench.prompts import load_prompts  # noqa: E402
+from ryzanstein.models import load_model  # noqa: E402
+from ryzanstein.models.chat import encode_prompt  # noqa: E402
+from ryzanstein.spec.proposers import NgramProposer  # noqa: E402
+
+SETTINGS = ((1, 4), (1, 8), (1, 16), (2, 4), (3, 8))  # (ngram_min, ngram_max); (1, 4) is the default
+
+
+def _die(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def replay(data: list[tuple[str, list[int], list[int]]], proposer: NgramProposer, k: int) -> dict:
+    by: dict[str, dict[str, int]] = {}
+    for category, ids, out in data:
+        i = forwards = drafted = accepted = 0
+        while i < len(out):
+            draft = proposer.propose(ids + out[:i], k).tokens
+            a = 0
+            while a < len(draft) and i + a < len(out) and draft[a] == out[i + a]:
+                a += 1
+            drafted, accepted, forwards, i = drafted + len(draft), accepted + a, forwards + 1, i + a + 1
+        c = by.setdefault(category, {"tokens": 0, "forwards": 0, "drafted": 0, "accepted": 0})
+        for key, v in (("tokens", len(out)), ("forwards", forwards), ("drafted", drafted), ("accepted", accepted)):
+            c[key] += v
+    by["overall"] = {key: sum(c[key] for c in by.values()) for key in ("tokens", "forwards", "drafted", "accepted")}
+    for c in by.values():
+        c["tokens_per_forward"] = round(c["tokens"] / c["forwards"], 4)
+        c["acceptance"] = round(c["accepted"] / c["drafted"], 4) if c["drafted"] else None
+    return by
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, help="a ryzanstein bench results.json with plain runs at temperature 0")
+    ap.add_argument("--ks", default="4,8", help="draft lengths to replay (default 4,8)")
+    ap.add_argument("--out", type=Path, help="JSON output (default: ngram_replay.json next to the input)")
+    args = ap.parse_args()
+    try:
+        run = json.loads(args.results.read_text())
+        model_name = run["run"]["model"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        _die(f"error: {args.results} is not a ryzanstein bench results.json ({e}); pass the results.json "
+                 "that `ryzanstein bench` wrote")
+    tokenizer = load_model(model_name, backend="native", threads=1, n_ctx=64).tokenizer
+    source = run["run"].get("prompts_file")
+    shipped = source in (None, "prompts.jsonl", "long_prompts.jsonl") and not (source and Path(source).exists())
+    try:  # the run names a shipped prompt set by its resource name, a user's file by its path
+        prompts = {p["id"]: p for p in load_prompts(None if shipped else source,
+                                                    long=bool(run["run"].get("long")) or source == "long_prompts.jsonl")}
+    except (OSError, ValueError) as e:
+        _die(f"error: cannot read the run's prompts {source!r} ({e}); replay it where that file exists")
+    data = []
+    for r in run["runs"]:
+        if r["config"] != "plain" or r["temperature"] != 0 or r["prompt_id"] not in prompts:
+            continue
+        ids = encode_prompt(tokenizer, prompts[r["prompt_id"]]["prompt"], chat=True)
+        if len(ids) != r["prompt_tokens"]:
+            _die(f"error: prompt {r['prompt_id']} encodes to {len(ids)} tokens, the run had "
+                     f"{r['prompt_tokens']}: replay it with the prompts and model the run used")
+        data.append((r["category"], ids, list(r["tokens"])))
+    if not data:
+        _die(f"error: {args.results} has no plain runs at temperature 0 to replay")
+    ks = [int(k) for k in args.ks.split(",")]
+    results = []
+    for nmin, nmax in SETTINGS:
+        for k in ks:
+            by = replay(data, NgramProposer(nmin, nmax), k)
+            results.append({"ngram_min": nmin, "ngram_max": nmax, "k": k, "by_category": by})
+            cats = " ".join(f"{c} {v['tokens_per_forward']:.2f}" for c, v in by.items())
+            print(f"ngram {nmin}..{nmax} K={k}: tokens per forward {cats}; acceptance "
+                  f"{by['overall']['acceptance']:.2f}", flush=True)
+    out = args.out or args.results.with_name("ngram_replay.json")
+    out.write_text(json.dumps({"command": " ".join(sys.argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(
+        timespec="seconds"), "source": str(args.results), "model": model_name, "prompts": len(data),
+        "results": results}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
