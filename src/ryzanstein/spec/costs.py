@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import RyzansteinError
 from ..machine import cpu_name
 from ..models.base import Model
+from ..models.native import build_id as native_build_id
 from ..models.store import home
 
 N_MAX = 16  # verification widths profiled: 1..N_MAX (K = 0..15 drafts)
@@ -36,13 +37,12 @@ def _kernels(backend: str) -> str | None:
     """Which build of the backend's compute code runs the forwards: new kernels make an old profile stale."""
     try:
         if backend == "native":
-            from ..models.native import build_id
-            return build_id()
+            return native_build_id()
         if backend == "llama.cpp":
-            import llama_cpp
+            import llama_cpp  # only when profiling a llama.cpp model: it is loaded already, and optional
             return f"llama-cpp-python {llama_cpp.__version__}"
         if backend == "torch":
-            import torch
+            import torch  # only when profiling a torch model: heavy, and loaded already by then
             return f"torch {torch.__version__}"
     except Exception:  # noqa: BLE001 - a key without it only re-measures less often
         return None
