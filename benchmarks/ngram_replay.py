@@ -66,10 +66,11 @@ def main() -> None:
                  "that `ryzanstein bench` wrote")
     tokenizer = load_model(model_name, backend="native", threads=1, n_ctx=64).tokenizer
     source = run["run"].get("prompts_file")
-    shipped = source in (None, "prompts.jsonl", "long_prompts.jsonl") and not (source and Path(source).exists())
-    try:  # the run names a shipped prompt set by its resource name, a user's file by its path
-        prompts = {p["id"]: p for p in load_prompts(None if shipped else source,
-                                                    long=bool(run["run"].get("long")) or source == "long_prompts.jsonl")}
+    # the run names a shipped prompt set by its resource name (and says whether it was the long one), a user's
+    # file by its path
+    shipped = source in ("prompts.jsonl", "long_prompts.jsonl") and not Path(source).exists()
+    try:
+        prompts = {p["id"]: p for p in load_prompts(None if shipped else source, long=bool(run["run"].get("long")))}
     except (OSError, ValueError) as e:
         _die(f"error: cannot read the run's prompts {source!r} ({e}); replay it where that file exists")
     data = []

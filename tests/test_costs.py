@@ -36,7 +36,7 @@ def test_cache_is_invalidated_when_what_it_measured_changes(home, llama_smol, mo
     elif change == "threads":
         monkeypatch.setattr(llama_smol.info, "threads", llama_smol.info.threads + 1)
     elif change == "kernels":  # an upgraded llama-cpp-python (or a rebuilt native extension)
-        monkeypatch.setattr(costs, "_kernels", lambda backend: "llama-cpp-python 99.0")
+        monkeypatch.setitem(llama_smol.info.extra, "kernels", "llama-cpp-python 99.0")
     else:
         key = costs.profile_key(llama_smol)
         monkeypatch.setattr(costs, "profile_key", lambda m: {**key, "mtime": key["mtime"] + 1})
@@ -96,8 +96,8 @@ def test_json_output_never_holds_nan_or_infinity():
     json.dumps(d, allow_nan=False)
 
 
-def test_the_native_kernels_fingerprint_is_the_extension_build():
+def test_the_native_kernels_fingerprint_is_the_extension_build(smol_gguf):
     from ryzanstein.models import native
 
-    build = costs._kernels("native")
+    build = costs.profile_key(native.NativeModel(smol_gguf, n_ctx=64, threads=1))["kernels"]
     assert build == native.build_id() and len(build) == 16 and int(build, 16) >= 0

@@ -28,14 +28,13 @@ INLINE __m512i bcast4(const int8_t *p) {
  * turns instead of overlapping once a call has several rows to compute. Into L2 (T1), not L1 (T0): the
  * L1 prefetches competed with the activation rows and the kernel's own loads, and at n = 8 on the 1.5B
  * a forward took ~35% less time with T1 (A/B of the two builds, interleaved, 2026-12-02 and 2026-12-06). */
-#ifndef PF_AHEAD
+#ifndef PF_AHEAD /* PF_AHEAD, PF_HINT (and model.c's WORK_BYTES) can be set by CFLAGS for A/B builds */
 #define PF_AHEAD 4096
 #endif
 #ifndef PF_HINT
 #define PF_HINT _MM_HINT_T1
 #endif
 INLINE void prefetch_chunk(const uint8_t *p, size_t bytes) {
-    if (PF_AHEAD <= 0) return;
     for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PF_AHEAD + o, PF_HINT);
 }
 

@@ -150,6 +150,7 @@ class LlamaCppModel(Model):
             # llama.cpp allocates at least 256 positions (and pads); the context holds what was asked for
             n_ctx=min(n_ctx, L.llama_n_ctx(self._ctx)), n_ctx_train=n_ctx_train, threads=threads,
             dtype=self._meta("general.file_type") or "gguf",
+            extra={"kernels": f"llama-cpp-python {L.__version__}"},  # cost profiles are keyed by it
         )
         n_embd, n_head, n_head_kv = (L.llama_model_n_embd(self._model), L.llama_model_n_head(self._model),
                                      L.llama_model_n_head_kv(self._model))

@@ -198,7 +198,7 @@ class NativeModel(Model):
         self._init(weights, arch, vocab, ModelInfo(
             name=name or str(path), path=str(path), backend="native", arch=arch.arch, n_layers=arch.n_layer,
             n_ctx=n_ctx, n_ctx_train=arch.n_ctx_train, threads=weights.threads,
-            dtype=f"gguf-ftype-{file_type}" if file_type is not None else "gguf", extra={"isa": weights.isa}))
+            dtype=f"gguf-ftype-{file_type}" if file_type is not None else "gguf", extra={"isa": weights.isa, "kernels": build_id()}))
 
     def _init(self, weights, arch: NativeArch, vocab: _VocabOnly, info: ModelInfo) -> None:
         self._weights, self._arch, self._vocab, self.info = weights, arch, vocab, info

@@ -293,8 +293,10 @@ def _check_placement(dtype: str, device: str) -> None:
 
 
 def _device_extra(device: str) -> dict:
-    """What ModelInfo.extra records about the device: the GPU's name (cost profiles are keyed by it)."""
-    return {"device_name": torch.cuda.get_device_name(device)} if device == "cuda" else {}
+    """What ModelInfo.extra records about the device and the code that computes on it: the GPU's name and the
+    torch version (cost profiles are keyed by both)."""
+    return {"kernels": f"torch {torch.__version__}",
+            **({"device_name": torch.cuda.get_device_name(device)} if device == "cuda" else {})}
 
 
 class TorchModel(Model):

@@ -25,28 +25,11 @@ import numpy as np
 from ..errors import RyzansteinError
 from ..machine import cpu_name
 from ..models.base import Model
-from ..models.native import build_id as native_build_id
 from ..models.store import home
 
 N_MAX = 16  # verification widths profiled: 1..N_MAX (K = 0..15 drafts)
 PROFILE_VERSION = 1
 NGRAM_TOKEN_S = 2e-5  # a prompt-lookup search, per drafted token, before the online estimate takes over
-
-
-def _kernels(backend: str) -> str | None:
-    """Which build of the backend's compute code runs the forwards: new kernels make an old profile stale."""
-    try:
-        if backend == "native":
-            return native_build_id()
-        if backend == "llama.cpp":
-            import llama_cpp  # only when profiling a llama.cpp model: it is loaded already, and optional
-            return f"llama-cpp-python {llama_cpp.__version__}"
-        if backend == "torch":
-            import torch  # only when profiling a torch model: heavy, and loaded already by then
-            return f"torch {torch.__version__}"
-    except Exception:  # noqa: BLE001 - a key without it only re-measures less often
-        return None
-    return None
 
 
 def profile_key(model: Model) -> dict:
@@ -57,7 +40,9 @@ def profile_key(model: Model) -> dict:
         "model": model.info.name, "path": str(p), "size": st.st_size if st else None,
         "mtime": int(st.st_mtime) if st else None, "backend": model.info.backend, "threads": model.info.threads,
         "dtype": model.info.dtype, "device": model.info.device, "n_layers": model.info.n_layers,
-        "cpu": cpu_name(), "cores": os.cpu_count(), "kernels": _kernels(model.info.backend),
+        "cpu": cpu_name(), "cores": os.cpu_count(),
+        # the build of the backend's compute code (ModelInfo.extra): new kernels make an old profile stale
+        "kernels": model.info.extra.get("kernels"),
         **({"device_name": model.info.extra["device_name"]} if "device_name" in model.info.extra else {}),
         **({"draft_vocab": model.info.extra["draft_vocab"]} if "draft_vocab" in model.info.extra else {}),
     }
