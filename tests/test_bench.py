@@ -202,3 +202,22 @@ def test_ngram_replay_counts_forwards_as_the_decode_loop_would():
                           "acceptance": 0.625}
     assert by["none"]["forwards"] == 3 and by["none"]["acceptance"] is None
     assert by["overall"]["tokens"] == 11 and by["overall"]["forwards"] == 6
+
+
+def test_ngram_replay_auto_speculates_only_where_verifying_is_cheap():
+    """ngram_replay.replay_auto: the real policy auto on a copied output pays with a flat v(n) and declines to
+    draft when a forward over n tokens costs n steps; prefill time counts on both sides of the overall figure."""
+    spec = importlib.util.spec_from_file_location("ngram_replay",
+                                                  Path(__file__).parent.parent / "benchmarks" / "ngram_replay.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    from ryzanstein.spec.costs import CostProfile
+
+    prompt = list(range(1, 201))
+    data = [("copy", prompt, prompt[20:140])]  # the output copies 120 prompt tokens
+    flat = replay.replay_auto(data, CostProfile([0.01] * 16), 0.0, {"copy": 0.5})
+    assert flat["copy"]["decode_speedup"] > 3.0
+    assert 1.0 < flat["copy"]["overall_speedup"] < flat["copy"]["decode_speedup"]  # the prefill is not sped up
+    assert flat["copy"]["plain_decode_s"] == pytest.approx(119 * 0.01)
+    linear = replay.replay_auto(data, CostProfile([0.01 * n for n in range(1, 17)]), 0.0, {})
+    assert 0.97 < linear["overall"]["decode_speedup"] <= 1.0 + 1e-9
