@@ -58,7 +58,7 @@ typedef struct { uint16_t d[16], dmin[16]; uint8_t sc[8][16]; uint8_t m[4][16][2
 /* Q6_K: 16 sub-blocks of 16; sc[i][r][t] scale of sub-block 2i + t; ql the low 4 bits as nibbles; qh[i]
  * the high 2 bits of nibble vectors 2i and 2i+1: byte (lane r, t): bits 0-1 column 16i + t, 2-3 16i + 4 + t,
  * 4-5 16i + 8 + t, 6-7 16i + 12 + t. */
-typedef struct { uint16_t d[16]; int8_t sc[8][16][2]; uint8_t ql[32][64]; uint8_t qh[16][64]; } rp_q6_k;
+typedef struct { uint16_t d[16]; uint8_t pad[32]; int8_t sc[8][16][2]; uint8_t ql[32][64]; uint8_t qh[16][64]; } rp_q6_k;
 /* F16 / BF16 / F32: 32 columns, w[k][r] */
 typedef struct { uint16_t w[32][16]; } rp_f16;
 typedef struct { float w[32][16]; } rp_f32;
@@ -67,7 +67,7 @@ _Static_assert(sizeof(rp_q4_0) == 16 * 18, "repacked q4_0 keeps the size");
 _Static_assert(sizeof(rp_q4_1) == 16 * 20, "repacked q4_1 keeps the size");
 _Static_assert(sizeof(rp_q5_0) == 16 * 22, "repacked q5_0 keeps the size");
 _Static_assert(sizeof(rp_q4_k) == 16 * 148, "repacked q4_K: 4 bytes a row more (scales unpacked)");
-_Static_assert(sizeof(rp_q6_k) == 16 * 210, "repacked q6_K keeps the size");
+_Static_assert(sizeof(rp_q6_k) == 16 * 210 + 32, "repacked q6_K: 2 bytes a row more, so that its quants start on a cache line");
 
 /* A repacked weight matrix: rows = output features, cols = input features (K). */
 typedef struct {
