@@ -15,14 +15,16 @@ writes JSON (default: next to the input, ngram_replay.json).
 also replays policy `auto` itself (the real AutoPolicy, default settings, what it learned carried from prompt
 to prompt as an engine does) with the default drafter, each round costing the profile's v(K+1) plus the run's
 measured per-round overhead: the speedup it predicts for decoding, and overall with the run's own prefill
-times added to both sides (the figure `ryzanstein bench` reports). The same replay on a flat profile (every
-v(n) = v(1)) bounds what faster kernels could give this drafter on these prompts.
+times added to both sides (per category the geometric mean over its prompts, as `ryzanstein bench` reports).
+The same replay on a flat profile (every v(n) = v(1)) bounds what faster kernels could give this drafter on
+these prompts.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -66,8 +68,10 @@ def replay(data: list[tuple[str, list[int], list[int]]], proposer: NgramProposer
 
 
 def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[str, float], k_max: int = 8) -> dict:
-    """Policy auto over the plain outputs: per category, predicted decode and overall speedups over plain."""
+    """Policy auto over the plain outputs: per category, predicted decode and overall speedups over plain, as
+    the geometric mean over its prompts of each one's ratio (as `ryzanstein bench` aggregates)."""
     by: dict[str, dict[str, float]] = {}
+    ratios: dict[str, list[tuple[float, float]]] = {}
     learned = None
     v1 = profile.v(1)
     for category, ids, out in data:
@@ -93,16 +97,19 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
             policy.observe_wall(verify_s + overhead_s)
             spec_s, rounds, i = spec_s + verify_s + overhead_s, rounds + 1, i + a + 1
         learned = policy.learned()
+        plain_s = (len(out) - 1) * (v1 + overhead_s)
+        pre = prefill_s.get(category, 0.0) / max(1, sum(1 for d in data if d[0] == category))
         c = by.setdefault(category, {"prompts": 0, "plain_decode_s": 0.0, "auto_decode_s": 0.0, "prefill_s": 0.0})
-        c["prompts"] += 1
-        c["plain_decode_s"] += (len(out) - 1) * (v1 + overhead_s)
-        c["auto_decode_s"] += spec_s
-        c["prefill_s"] += prefill_s.get(category, 0.0) / max(1, sum(1 for d in data if d[0] == category))
+        for key, v in (("prompts", 1), ("plain_decode_s", plain_s), ("auto_decode_s", spec_s), ("prefill_s", pre)):
+            c[key] += v
+        ratios.setdefault(category, []).append((plain_s / spec_s if spec_s else 1.0, (pre + plain_s) / (pre + spec_s)))
     by["overall"] = {key: sum(c[key] for c in by.values()) for key in ("prompts", "plain_decode_s", "auto_decode_s",
                                                                         "prefill_s")}
-    for c in by.values():
-        c["decode_speedup"] = round(c["plain_decode_s"] / c["auto_decode_s"], 4)
-        c["overall_speedup"] = round((c["prefill_s"] + c["plain_decode_s"]) / (c["prefill_s"] + c["auto_decode_s"]), 4)
+    ratios["overall"] = [r for rs in ratios.values() for r in rs]
+    for name, c in by.items():
+        rs = ratios[name]
+        c["decode_speedup"] = round(math.exp(sum(math.log(d) for d, _ in rs) / len(rs)), 4)
+        c["overall_speedup"] = round(math.exp(sum(math.log(o) for _, o in rs) / len(rs)), 4)
     return by
 
 
