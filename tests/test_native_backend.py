@@ -153,6 +153,21 @@ def test_batch_invariance_of_whole_forwards(native_smol):
     m.reset()
 
 
+def test_last_row_only_forward_keeps_the_bits_and_the_cache(native_smol):
+    """last_only computes the last layer past its keys and values for the last row alone (none in a long
+    prompt's earlier chunks): that row's logits, and everything the cache then gives, are unchanged."""
+    m = native_smol
+    ids = (m.tokenizer.encode(PROMPTS[0] + " " + PROMPTS[2], add_special=True) * 8)[:150]  # 3 chunks of 64
+    m.reset()
+    whole = np.array(m.forward(ids))
+    after_whole = np.array(m.forward([42, 43]))
+    m.reset()
+    last = np.array(m.forward(ids, last_only=True))
+    assert last.shape == (1, whole.shape[1]) and np.array_equal(_bits(last[0]), _bits(whole[-1]))
+    assert np.array_equal(_bits(np.array(m.forward([42, 43]))), _bits(after_whole))
+    m.reset()
+
+
 def test_same_logits_on_every_instruction_set_and_thread_count(smol_gguf):
     ids = load_model("smollm2-135m", backend="native", threads=1, n_ctx=64).tokenizer.encode(PROMPTS[0])
     ref = None

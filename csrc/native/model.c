@@ -367,37 +367,43 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
                 kc[(size_t)j * c->kt_stride + pos + i] = rz_f32_to_f16(c->k[(size_t)i * kvd + j]);
                 vc[(size_t)(pos + i) * kvd + j] = rz_f32_to_f16(c->v[(size_t)i * kvd + j]);
             }
+        /* The last layer's keys and values are cached for every row, but past them only the rows whose logits
+         * are asked for matter (a prompt's last row; none in a long prompt's earlier chunks), as llama.cpp
+         * prunes its outputs: each row's arithmetic is its own, so the rows kept get the same bits. */
+        const int r0 = l == c->n_layer - 1 ? n - out_rows : 0, nr = n - r0;
+        if (nr == 0) break;
+        float *x = c->x + (size_t)r0 * dim;
         attn_job aj;
         aj.c = c;
-        aj.n = n;
-        aj.a = (rz_attn){c->q, qd, pos, kc, vc, c->kt_stride, m->head_dim, m->n_head, m->n_head_kv,
-                         1.0f / sqrtf((float)m->head_dim), c->att};
+        aj.n = nr;
+        aj.a = (rz_attn){c->q + (size_t)r0 * qd, qd, pos + r0, kc, vc, c->kt_stride, m->head_dim, m->n_head,
+                         m->n_head_kv, 1.0f / sqrtf((float)m->head_dim), c->att};
         atomic_init(&aj.next, 0);
         MARK(RZ_PH_OTHER);
         rz_pool_run(m->pool, attn_worker, &aj);
         MARK(RZ_PH_ATTN);
-        rz_act_set(&c->act, c->att, n, qd);
+        rz_act_set(&c->act, c->att, nr, qd);
         need(&c->act, L->wo);
         MARK(RZ_PH_QUANT);
         rz_mm o = {L->wo, &c->act, c->tmp, dim};
         rz_matmul(m->pool, isa, &o, 1);
         MARK(RZ_PH_ATTN_OUT);
-        add_rows(c->x, c->tmp, (size_t)n * dim);
-        for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->ffn_norm, m->eps, dim, c->xn + (size_t)i * dim);
-        rz_act_set(&c->act, c->xn, n, dim);
+        add_rows(x, c->tmp, (size_t)nr * dim);
+        for (int i = 0; i < nr; i++) isa->rmsnorm(x + (size_t)i * dim, L->ffn_norm, m->eps, dim, c->xn + (size_t)i * dim);
+        rz_act_set(&c->act, c->xn, nr, dim);
         need(&c->act, L->wgate);
         need(&c->act, L->wup);
         MARK(RZ_PH_QUANT);
         rz_mm gu[2] = {{L->wgate, &c->act, c->gate, m->ffn}, {L->wup, &c->act, c->up, m->ffn}};
         rz_matmul(m->pool, isa, gu, 2);
         MARK(RZ_PH_GATE_UP);
-        rz_act_set(&c->act, c->gate, n, m->ffn);
+        rz_act_set(&c->act, c->gate, nr, m->ffn);
         need_par(m->pool, isa, &c->act, L->wdown, c->up);  /* gate := silu(gate) * up, then quantized */
         MARK(RZ_PH_QUANT);
         rz_mm d = {L->wdown, &c->act, c->tmp, dim};
         rz_matmul(m->pool, isa, &d, 1);
         MARK(RZ_PH_DOWN);
-        add_rows(c->x, c->tmp, (size_t)n * dim);
+        add_rows(x, c->tmp, (size_t)nr * dim);
     }
     MARK(RZ_PH_OTHER);
     if (out_rows == 0) return;
