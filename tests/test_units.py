@@ -312,6 +312,18 @@ def test_heuristic_policy():
     assert h.choose() == 5
 
 
+def test_auto_prediction_counts_the_draft_catch_up_prefill():
+    """A model draft's first round catches up with the whole prompt: that time is in the predicted speedup."""
+    preds = []
+    for prefill_token_s in (0.0, 1e-4):
+        pol = AutoPolicy(flat(), 1e-3, model_free=False, k_max=8, draft_prefill_token_s=prefill_token_s,
+                         prompt_tokens=1001, max_new_tokens=1 << 20)
+        assert pol.choose() > 0  # a flat profile: drafting pays from the start
+        pol.observe(rnd(2, 2, 2e-3 + 1000 * prefill_token_s, pol.costs.v(3)))
+        preds.append(pol.pred_time)
+    assert preds[1] == pytest.approx(preds[0] + 1000 * 1e-4)
+
+
 def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
     # a cheap model draft that would pay on 2 cores if it were good (so it is worth probing), but its
     # catch-up over a 2000-token prompt (0.1 ms a token) costs more than the 10% of a 128-token generation a
