@@ -148,6 +148,24 @@ def test_model_draft_reports_confidence_and_obeys_the_stop_rule(llama_smol, smol
     draft.model.close()
 
 
+def test_a_model_draft_catches_up_only_with_what_its_cache_lacks(llama_smol, smol_gguf):
+    """Proposer.uncached: the catch-up policy auto is told about is the prompt less what the draft's KV cache
+    already holds (a conversation's next turn), never less than the last token, which is always fed."""
+    from ryzanstein.models.llamacpp import LlamaCppModel
+    from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+
+    draft = ModelProposer(LlamaCppModel(smol_gguf, n_ctx=512, threads=2))
+    turn1 = llama_smol.tokenizer.encode("One, two, three, four, five, six,")
+    assert draft.uncached(turn1) == len(turn1) and NgramProposer().uncached(turn1) == 0
+    drafted = draft.propose(turn1, 3).tokens  # the draft's cache now holds turn1 and its drafts but the last
+    assert draft.uncached(turn1 + drafted) == 1  # drafts it made are in its cache too
+    turn2 = turn1 + [drafted[0] + 1, 11, 12]  # a turn that leaves the drafts at once
+    assert draft.uncached(turn2) == len(turn2) - len(turn1)
+    assert draft.uncached(turn1) == 1
+    assert draft.uncached([7] + turn1) == len(turn1) + 1  # another prefix: nothing is reused
+    draft.model.close()
+
+
 def test_stop_strings_and_streaming(plain):
     gen = plain.stream("List three fruits, one per line.", temperature=0, max_new_tokens=48, stop=("\n",))
     pieces = list(gen)

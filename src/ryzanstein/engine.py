@@ -66,7 +66,7 @@ class Generation:
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         rng = np.random.default_rng(seed)
         stats = GenerationStats(draft=eng.proposer.name if eng.proposer else "none")
-        proposer, policy = eng._prepare_speculation(cfg, rng, stats, len(self.prompt_ids))
+        proposer, policy = eng._prepare_speculation(cfg, rng, stats, self.prompt_ids)
         text = TextStream(eng.target.tokenizer, cfg.stop)
         stops = stop_ids(eng.target.tokenizer, cfg)
         tokens: list[int] = []
@@ -193,13 +193,16 @@ class Engine:
         return self.stream(prompt, config, chat, **kwargs).run()
 
     def _prepare_speculation(self, cfg: GenerationConfig, rng: np.random.Generator, stats: GenerationStats,
-                             prompt_tokens: int) -> tuple[Proposer | None, DraftLengthPolicy | None]:
+                             prompt_ids: list[int]) -> tuple[Proposer | None, DraftLengthPolicy | None]:
         stats.target_memory_bytes = self.target_memory_bytes()
         if self.proposer is None or cfg.k_max == 0 or cfg.k == 0:
             stats.policy = "none"
             return None, None
         self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.p_min, rng)
-        policy = make_policy(cfg, self.costs, self.proposer.is_model_free, prompt_tokens, self.auto_learned)
+        # a model draft's catch-up is the part of the prompt its cache does not hold yet (a conversation's
+        # next turn: only the new messages), which is what a probe of it would cost
+        policy = make_policy(cfg, self.costs, self.proposer.is_model_free, self.proposer.uncached(prompt_ids),
+                             self.auto_learned)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
         return self.proposer, policy
@@ -210,7 +213,7 @@ class Engine:
                 m.close()
 
 
-def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, prompt_tokens: int,
+def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch_up_tokens: int,
                 learned: dict | None = None) -> DraftLengthPolicy:
     """The draft-length policy a generation asked for; `auto` starts from what an earlier generation learned."""
     if cfg.policy == "fixed":
@@ -220,7 +223,7 @@ def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, promp
     if cfg.policy == "confidence":
         return FixedPolicy(cfg.k_max)  # the draft itself stops early under p_min
     policy = AutoPolicy(costs.target_profile(), costs.draft_token_s(), model_free, cfg.k_min, cfg.k_max,
-                        cfg.min_speedup, costs.draft_prefill_token_s(), prompt_tokens, cfg.max_new_tokens)
+                        cfg.min_speedup, costs.draft_prefill_token_s(), catch_up_tokens, cfg.max_new_tokens)
     if learned:  # the engine's earlier generations already measured this machine and draft
         policy.resume(learned)
     return policy

@@ -69,7 +69,8 @@ class AutoPolicy(DraftLengthPolicy):
         self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
         self._probe_check_at = 0  # a probe that did not pay is not reconsidered before this round
-        # a probe first makes a model draft catch up with every token it has not seen (a prefill)
+        # a probe first makes a model draft catch up with every token it has not seen (a prefill): at the start,
+        # the prompt less what the draft's cache already holds (prompt_tokens, as the engine passes it)
         self.draft_prefill_token_s, self.lag, self.remaining = draft_prefill_token_s, prompt_tokens, max_new_tokens
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
         self.rounds = 0
