@@ -79,7 +79,7 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
         if learned:
             policy.resume(learned)
         proposer = NgramProposer()
-        i, spec_s, rounds = 1, 0.0, 0  # the first token comes from the prefill, as in the decode loop
+        i, spec_s = 1, 0.0  # the first token comes from the prefill, as in the decode loop
         while i < len(out):
             cap = len(out) - i - 1
             k = min(policy.choose(), cap)
@@ -95,7 +95,7 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
             policy.observe(Round(len(draft.tokens), a, out[i:i + a + 1], 0.0, verify_s, verify_s + overhead_s,
                                  shadow, None, k))
             policy.observe_wall(verify_s + overhead_s)
-            spec_s, rounds, i = spec_s + verify_s + overhead_s, rounds + 1, i + a + 1
+            spec_s, i = spec_s + verify_s + overhead_s, i + a + 1
         learned = policy.learned()
         plain_s = (len(out) - 1) * (v1 + overhead_s)
         pre = prefill_s.get(category, 0.0) / max(1, sum(1 for d in data if d[0] == category))

@@ -231,13 +231,19 @@ class Model(ABC):
     def reset(self) -> None:
         self.truncate(0)
 
-    def reuse_prefix(self, tokens: Sequence[int]) -> int:
-        """Keep the cached positions shared with `tokens`, at most all but its last token (whose logits the
-        caller needs), and drop the rest; return how many were kept."""
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading positions of `tokens` the cache holds, at most all but its last token (whose logits
+        a caller needs); the cache is left as it is."""
         cached, n = self.tokens, 0
         limit = min(len(cached), len(tokens) - 1)
         while n < limit and cached[n] == tokens[n]:
             n += 1
+        return n
+
+    def reuse_prefix(self, tokens: Sequence[int]) -> int:
+        """Keep the cached positions shared with `tokens`, at most all but its last token (whose logits the
+        caller needs), and drop the rest; return how many were kept."""
+        n = self.cached_prefix(tokens)
         self.truncate(n)
         return n
 

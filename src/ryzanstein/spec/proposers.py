@@ -47,13 +47,7 @@ class Proposer(ABC):
     def uncached(self, context: list[int]) -> int:
         """Tokens of `context` a draft model has still to feed before drafting after it (its catch-up; what
         its KV cache already holds from earlier generations is reused); 0 for a model-free proposer."""
-        if self.model is None:
-            return 0
-        cached, n = self.model.tokens, 0
-        limit = min(len(cached), len(context) - 1)  # as Model.reuse_prefix: the last token is always fed
-        while n < limit and cached[n] == context[n]:
-            n += 1
-        return len(context) - n
+        return 0 if self.model is None else len(context) - self.model.cached_prefix(context)
 
     def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
                   rng: np.random.Generator | None) -> None:
