@@ -18,7 +18,7 @@ would overrun --budget-s is skipped and says so; report.md and results.json are 
     K = 4 timed against what those costs predict.
  6. the prediction (not a measurement): benchmarks/predict_profile.py with the bf16 1.5B-shaped v(n), the
     0.5B's v(1) as the draft's cost, and the acceptance measured on CPU for the real Qwen2.5-Coder pair
-    (benchmarks/results/qwen/results.json, qwen2.5-coder-0.5b:k8).
+    (benchmarks/results/qwen/summary.json, qwen2.5-coder-0.5b:k8).
  7. SmolLM2 on CUDA, real weights, bf16 then fp32: plain against ngram and self:8 (auto and K = 4), the
     shipped prompts one per category, 128 new tokens, greedy: decode tokens/s, speedup (geometric mean over
     prompts), acceptance, outputs identical to plain (the top-2 logit gap where one is not).
@@ -68,7 +68,7 @@ WORK = Path(os.environ.get("RYZANSTEIN_GPU_WORK", "/tmp/ryzanstein-gpu"))  # on 
 RUN_LIMIT = 64 << 20  # bytes one device run carries, working tree included
 MARGIN = 6 << 20  # room left in each run for the tree to grow
 SMOL = "smollm2-135m"
-QWEN_CPU_RESULTS = ROOT / "benchmarks/results/qwen/results.json"
+QWEN_CPU_RESULTS = ROOT / "benchmarks/results/qwen/summary.json"
 QWEN_CONFIG = "qwen2.5-coder-0.5b:k8"
 _QWEN = dict(model_type="qwen2", vocab_size=151936, norm_eps=1e-6, rope_theta=1e6, n_ctx_train=32768,
              qkv_bias=True, o_bias=False, tie_embeddings=True)
@@ -513,7 +513,7 @@ def step_smollm2_speedup(r: Run, dtype: str) -> dict:
     return out
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prepare", action="store_true", help="here: split SmolLM2 into parts for the device runs")
     ap.add_argument("--stage", action="store_true", help="there: keep the part that travelled with this run")
@@ -522,7 +522,11 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=2, help="SmolLM2 runs: repeats per prompt (median kept)")
     ap.add_argument("--budget-s", type=float, default=450.0, help="stop starting steps after this (default 450)")
     ap.add_argument("--out", default=None, help="report folder (default: $OUT, else bench-results/gpu_check-*)")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    a = parser().parse_args()
     if a.prepare:
         return prepare()
     if a.stage:

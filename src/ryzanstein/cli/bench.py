@@ -1,4 +1,8 @@
-"""`ryzanstein bench` and `ryzanstein bench report`: flags -> BenchConfig -> the run -> results.json, report.md."""
+"""`ryzanstein bench` and `ryzanstein bench report`: flags -> BenchConfig -> the run -> results.json, report.md.
+
+results.json holds every run (token ids, text, per-token latencies): it is large and stays local (the default
+folder, bench-results/, is git-ignored). summary.json is the same file without its runs: the summary, the
+settings and the machine, small enough to commit beside report.md and the plots."""
 from __future__ import annotations
 
 import argparse
@@ -69,9 +73,11 @@ def cmd_bench(a: argparse.Namespace) -> int:
     results["summary"] = summarize(results)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_summary(results, out)
     render(results, out, plots=not a.no_plots)
     print(headline(results["summary"]))
-    print(f"\nwrote {out / 'results.json'} and {out / 'report.md'} ({results['run']['wall_s']:.0f} s)", file=sys.stderr)
+    print(f"\nwrote {out / 'results.json'}, summary.json and report.md in {out} ({results['run']['wall_s']:.0f} s)",
+          file=sys.stderr)
     return 0
 
 
@@ -86,6 +92,12 @@ def cmd_report(a: argparse.Namespace) -> int:
     results["summary"] = summarize(results)
     out = Path(a.out) if a.out else path.parent
     out.mkdir(parents=True, exist_ok=True)
+    write_summary(results, out)
     render(results, out, plots=not a.no_plots)
-    print(f"wrote {out / 'report.md'}", file=sys.stderr)
+    print(f"wrote {out / 'report.md'} and {out / 'summary.json'}", file=sys.stderr)
     return 0
+
+
+def write_summary(results: dict, out: Path) -> None:
+    """summary.json: results.json without the runs (no per-token data), the part of a run worth committing."""
+    (out / "summary.json").write_text(json.dumps({k: v for k, v in results.items() if k != "runs"}, indent=1))
