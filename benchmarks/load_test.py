@@ -175,7 +175,7 @@ def started_server(a: argparse.Namespace):
     return serve_subprocess(args, a.start_timeout)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="http://127.0.0.1:8000", help="a running server (loopback only)")
     p.add_argument("--start-server", action="store_true", help="start `ryzanstein serve` for the run, then stop it")
@@ -191,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="untimed requests first")
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
     p.add_argument("--out", default=None, help="also write the JSON report here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
     if not (1 <= a.requests <= 10_000 and 1 <= a.concurrency <= 64 and 1 <= a.max_tokens <= 512):
         p.error("bounded runs only: --requests in [1, 10000], --concurrency in [1, 64], --max-tokens in [1, 512]")

@@ -11,8 +11,8 @@ flips each repeat), so a noisy machine slows both alike; medians over the repeat
   back after each; within a repeat n = 1 and each n are measured back to back, and v(n)/v(1) is the median
   over repeats of those ratios (the bar asks for these on the 1.5B);
 - prefill: a 512-token prompt in one forward (last row's logits only), tokens/s.
-Writes JSON (default benchmarks/results/native_vs_llamacpp.json) with every sample, and prints a Markdown
-table. Run it on an otherwise idle machine: two programs with 2 threads each stall each other.
+Writes JSON (default bench-results/native_vs_llamacpp.json, git-ignored) with every sample, and prints a
+Markdown table. Run it on an otherwise idle machine: two programs with 2 threads each stall each other.
 
     .venv/bin/python benchmarks/native_vs_llamacpp.py --user-visible --models qwen2.5-coder-1.5b --reps 3
 
@@ -41,6 +41,8 @@ from ryzanstein.models import load_model  # noqa: E402
 MODELS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m")
 BACKENDS = ("native", "llama.cpp")
 NS = tuple(range(1, 17))
+OUT_DIR = Path(__file__).resolve().parent.parent / "bench-results"  # raw output stays out of the tree
+OUT_KERNELS, OUT_USER_VISIBLE = "native_vs_llamacpp.json", "native_auto_vs_llamacpp_plain.json"
 BARS = {2: 1.10, 4: 1.25, 8: 1.6, 16: 2.5}  # v(n)/v(1) on the 1.5B, from the issue
 
 
@@ -159,17 +161,22 @@ def table(results: list[dict]) -> str:
     return head + "\n".join(rows)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--user-visible", action="store_true", help="the 48 prompts: llama.cpp plain vs native plain and auto")
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args()
+    ap.add_argument("--out", default=None, help=f"JSON output (default: {OUT_DIR.name}/{OUT_KERNELS} or, with "
+                    f"--user-visible, {OUT_DIR.name}/{OUT_USER_VISIBLE}; git-ignored)")
+    return ap
+
+
+def main() -> int:
+    a = parser().parse_args()
     t0 = time.time()
     if a.user_visible:
-        out = Path(a.out or Path(__file__).resolve().parent / "results" / "native_auto_vs_llamacpp_plain.json")
+        out = Path(a.out or OUT_DIR / OUT_USER_VISIBLE)
         res = [user_visible(m.strip(), a.threads, a.reps) for m in a.models.split(",") if m.strip()]
         doc = {"command": " ".join(["benchmarks/native_vs_llamacpp.py", *sys.argv[1:]]),
                "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_name(),
@@ -185,7 +192,7 @@ def main() -> int:
                 print(f"| {c} | " + " | ".join(f"{per[k]:.2f}x" for k in cats) + " |")
         print(f"\nwrote {out} ({doc['wall_s']:.0f} s)", file=sys.stderr)
         return 0
-    a.out = a.out or str(Path(__file__).resolve().parent / "results" / "native_vs_llamacpp.json")
+    a.out = a.out or str(OUT_DIR / OUT_KERNELS)
     results = [measure_model(m.strip(), a.threads, a.reps) for m in a.models.split(",") if m.strip()]
     doc = {"command": " ".join(["benchmarks/native_vs_llamacpp.py", *sys.argv[1:]]),
            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "cpu": cpu_name(),

@@ -113,14 +113,18 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
     return by
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, help="a ryzanstein bench results.json with plain runs at temperature 0")
     ap.add_argument("--ks", default="4,8", help="draft lengths to replay (default 4,8)")
     ap.add_argument("--out", type=Path, help="JSON output (default: ngram_replay.json next to the input)")
     ap.add_argument("--policy-profile", type=Path, help="also replay policy auto with this cost profile (JSON as "
                     "`ryzanstein profile` writes it), and with a flat one")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     profile = None
     if args.policy_profile:
         try:

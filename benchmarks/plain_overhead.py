@@ -59,14 +59,18 @@ def bare_loop(path: str, prompt_ids: list[int], n_tokens: int, threads: int) -> 
     return (n_tokens - 1) / dt
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=None, help="write the result JSON here too")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    a = parser().parse_args()
     target = load_model(a.model, backend="llama.cpp", threads=a.threads, n_ctx=4096)
     engine = Engine.from_models(target)  # plain decoding: no proposer
     ids = engine.encode(PROMPT)

@@ -41,11 +41,15 @@ def speedups(table: dict, cats: dict, config: str) -> dict[str, float]:
     return {c: geomean(v) for c, v in by_cat.items()}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="+", help="results.json files of runs with the same model and prompts")
     ap.add_argument("--config", default=None, help="configuration to compare with plain (default: every auto one)")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = parser().parse_args()
     runs = [json.load(open(f)) for f in a.results]
     models = {r["run"]["model"] for r in runs}
     if len(models) != 1:
