@@ -1,6 +1,6 @@
 """How many tokens prompt lookup could give per target forward, replayed offline on a bench run's outputs.
 
-    .venv/bin/python benchmarks/ngram_replay.py benchmarks/results/native_qwen_lockstep_48x3_1206/results.json
+    .venv/bin/python benchmarks/ngram_replay.py bench-results/<run>/results.json
 
 Greedy output does not depend on the drafter, so the plain runs of a `ryzanstein bench` results.json (temperature
 0) say what the target emits after each prefix. For each prompt this rebuilds the prompt's ids (the shipped

@@ -2,7 +2,7 @@
 decode loop on the same GGUF and thread count, measured side by side in one process, interleaved.
 
 The bare loop is the least Python one can write: one preallocated batch, llama_decode, argmax over a zero-copy
-view of the logits row. Bar (README): ours >= 0.9x its decode tokens/s.
+view of the logits row. Bar (docs/benchmarks.md): ours >= 0.9x its decode tokens/s.
 
     .venv/bin/python benchmarks/plain_overhead.py --model qwen2.5-coder-1.5b --threads 2 --tokens 128 --reps 3
 """

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/pool.py A/results.json B/results.json ... [--config ngram:auto]
 
 Why: on a shared 2-core machine one category's speedup (6 prompts x a few repeats) carries +-3-4% of noise,
-as much as the 3% margin of the README's "never slower" bar (0.97x per category). Each run stores every repeat's tokens/s per (prompt, config)
+as much as the 3% margin of the "never slower" bar (0.97x per category, docs/benchmarks.md). Each run stores every repeat's tokens/s per (prompt, config)
 (`reps_tokens_per_s`), so runs made at different times can be pooled: per prompt, the median tokens/s over
 all repeats of all runs for the configuration and for plain decoding; their ratio; the geometric mean over a
 category's prompts, as `ryzanstein bench report` does for one run. Each run's own figure is printed beside

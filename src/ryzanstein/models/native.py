@@ -3,7 +3,7 @@
 Why it exists: speculative decoding pays when verifying K+1 tokens costs little more than producing one.
 These kernels read each repacked weight block from memory once per forward and apply it to every row of the
 call (up to 8 in registers, more from cache), so a forward over 2-16 tokens costs about one token's on a
-small CPU (see the README's native section for the measured v(n)). And every row's arithmetic is the same
+small CPU (docs/native-backend.md; the measured v(n): docs/benchmarks.md). And every row's arithmetic is the same
 whatever the batch: logits are bit-identical alone, in a batch, or after a rollback, so greedy speculative
 output equals plain greedy output exactly.
 
