@@ -48,7 +48,7 @@ def lockstep(engines: dict[str, Engine], order: list[str], ids: list[int], cfg: 
     return {k: g.result.stats.tokens_per_s for k, g in gens.items()}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
     ap.add_argument("--draft", default="none", help="none: plain against plain; a draft: plain against auto")
@@ -56,7 +56,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    a = parser().parse_args()
     b = Engine(model=a.model, draft=a.draft, threads=a.threads, allow_memory_overhead=True)
     a_ = Engine.from_models(b.target.new_context(), None, b.config)  # plain, in its own KV cache, same weights
     engines = {"A": a_, "B": b}
