@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ryzanstein import Engine, GenerationConfig, RyzansteinError
-from ryzanstein.spec.proposers import Draft, NgramProposer, Proposer
+from ryzanstein.speculative.proposers import Draft, NgramProposer, Proposer
 
 CODE_PROMPT = ("Rewrite this code, renaming the parameters a and b to x and y:\n"
                "def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n")
@@ -136,7 +136,7 @@ def test_draft_failure_falls_back_to_plain_without_losing_a_token(llama_smol, pl
 
 def test_model_draft_reports_confidence_and_obeys_the_stop_rule(llama_smol, smol_gguf):
     from ryzanstein.models.llamacpp import LlamaCppModel
-    from ryzanstein.spec.proposers import ModelProposer
+    from ryzanstein.speculative.proposers import ModelProposer
 
     draft = ModelProposer(LlamaCppModel(smol_gguf, n_ctx=512, threads=2))
     ctx = llama_smol.tokenizer.encode("One, two, three, four, five, six,")
@@ -152,7 +152,7 @@ def test_a_model_draft_catches_up_only_with_what_its_cache_lacks(llama_smol, smo
     """Proposer.uncached: the catch-up policy auto is told about is the prompt less what the draft's KV cache
     already holds (a conversation's next turn), never less than the last token, which is always fed."""
     from ryzanstein.models.llamacpp import LlamaCppModel
-    from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+    from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
 
     draft = ModelProposer(LlamaCppModel(smol_gguf, n_ctx=512, threads=2))
     turn1 = llama_smol.tokenizer.encode("One, two, three, four, five, six,")
