@@ -319,7 +319,7 @@ def step_syncs(r: Run) -> dict:
     import torch
     from ryzanstein import Engine, GenerationConfig
     from ryzanstein.models.torch_model import TorchModel
-    from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+    from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
 
     target = load_smol(r, r.dtypes[0])
     cuda = r.a.device == "cuda"
@@ -397,8 +397,8 @@ def decode_rate(model, proposer=None, k=None, n_new=128, prompt_len=128, reps=3)
 def step_shapes(r: Run) -> dict:
     import torch
     from ryzanstein.models.torch_model import ModelArgs, TorchModel
-    from ryzanstein.spec.costs import measure
-    from ryzanstein.spec.proposers import ModelProposer
+    from ryzanstein.speculative.costs import measure
+    from ryzanstein.speculative.proposers import ModelProposer
 
     shapes = QUICK_SHAPES if r.a.quick else SHAPES
     tok = synthetic_tokenizer(WORK / "synthetic_tokenizer", next(iter(shapes.values()))["vocab_size"])
@@ -459,7 +459,7 @@ def step_smollm2_speedup(r: Run, dtype: str) -> dict:
     from ryzanstein.bench.prompts import load_prompts
     from ryzanstein.bench.runner import first_divergence, top2_gap
     from ryzanstein.bench.summary import geomean
-    from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+    from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
 
     target = load_smol(r, dtype)
     cats = ["code", "summarization"] if r.a.quick else None

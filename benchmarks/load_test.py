@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout, installed or not
 sys.path.insert(0, str(ROOT / "tests"))  # the server harness the tests use too
 from ryzanstein.errors import RyzansteinError  # noqa: E402
-from ryzanstein.spec.stats import mean_acceptance_length  # noqa: E402
+from ryzanstein.speculative.stats import mean_acceptance_length  # noqa: E402
 from server_process import ServerProcess, serve_subprocess  # noqa: E402
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -106,7 +106,7 @@ def measure_model(name: str, threads: int, reps: int, context: int = 256, prefil
 def user_visible(name: str, threads: int, reps: int, max_new: int = 96) -> dict:
     from ryzanstein.bench.prompts import load_prompts
     from ryzanstein.bench.summary import geomean
-    from ryzanstein.spec.proposers import NgramProposer
+    from ryzanstein.speculative.proposers import NgramProposer
 
     nat = load_model(name, backend="native", threads=threads, n_ctx=2048)
     lcp = load_model(name, backend="llama.cpp", threads=threads, n_ctx=2048)

@@ -34,10 +34,10 @@ from ryzanstein.bench.prompts import load_prompts  # noqa: E402
 from ryzanstein.models import load_model  # noqa: E402
 from ryzanstein.models.chat import encode_prompt  # noqa: E402
 from ryzanstein.errors import RyzansteinError  # noqa: E402
-from ryzanstein.spec.auto_policy import AutoPolicy  # noqa: E402
-from ryzanstein.spec.costs import CostProfile, load_file  # noqa: E402
-from ryzanstein.spec.proposers import EMPTY, NgramProposer  # noqa: E402
-from ryzanstein.spec.round import Round  # noqa: E402
+from ryzanstein.speculative.auto_policy import AutoPolicy  # noqa: E402
+from ryzanstein.speculative.costs import CostProfile, load_file  # noqa: E402
+from ryzanstein.speculative.proposers import EMPTY, NgramProposer  # noqa: E402
+from ryzanstein.speculative.round import Round  # noqa: E402
 
 SETTINGS = ((1, 4), (1, 8), (1, 16), (2, 4), (3, 8))  # (ngram_min, ngram_max); (1, 4) is the default
 

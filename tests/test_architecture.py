@@ -1,5 +1,5 @@
 """The package's own import graph, read with `ast` (no module is imported): no cycle between files, imports point
-one way (cli -> server / bench -> engine -> spec -> models -> config / errors / machine), argparse only in cli/,
+one way (cli -> server / bench -> engine -> speculative -> models -> config / errors / machine), argparse only in cli/,
 and an import inside a function only for a heavy or optional dependency, with its reason beside it."""
 import ast
 from pathlib import Path
@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "ryzanstein"
 LAYERS = [
     {"config", "errors", "machine", "progress"},
     {"models"},
-    {"spec"},
+    {"speculative"},
     {"engine"},
     {"__init__"},  # the public API: `from ryzanstein import Engine, ...`
     {"bench", "server"},  # side by side, neither imports the other
@@ -38,7 +38,7 @@ def is_package(name: str) -> bool:
 
 
 def room(name: str) -> str:
-    """The top-level part of the package a module belongs to: `spec`, `engine`, ..., `__init__` for the root."""
+    """The top-level part of the package a module belongs to: `speculative`, `engine`, ..., `__init__` for the root."""
     parts = name.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 
@@ -104,7 +104,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_the_graph_is_read():
-    assert len(GRAPH) > 30 and "ryzanstein.models.base" in GRAPH["ryzanstein.spec.loop"]
+    assert len(GRAPH) > 30 and "ryzanstein.models.base" in GRAPH["ryzanstein.speculative.loop"]
     assert "ryzanstein.engine" in GRAPH["ryzanstein.cli.generate"]
 
 

@@ -189,7 +189,7 @@ def test_ngram_replay_counts_forwards_as_the_decode_loop_would():
                                                   Path(__file__).parent.parent / "benchmarks" / "ngram_replay.py")
     replay = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(replay)
-    from ryzanstein.spec.proposers import NgramProposer
+    from ryzanstein.speculative.proposers import NgramProposer
 
     prompt = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     # output: copies 3..9 from the prompt after "2", then a fresh token 50
@@ -211,7 +211,7 @@ def test_ngram_replay_auto_speculates_only_where_verifying_is_cheap():
                                                   Path(__file__).parent.parent / "benchmarks" / "ngram_replay.py")
     replay = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(replay)
-    from ryzanstein.spec.costs import CostProfile
+    from ryzanstein.speculative.costs import CostProfile
 
     prompt = list(range(1, 201))
     data = [("copy", prompt, prompt[20:140])]  # the output copies 120 prompt tokens

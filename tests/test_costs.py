@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ryzanstein.spec import costs
+from ryzanstein.speculative import costs
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_an_invalid_cost_profile_file_is_refused_naming_it(tmp_path, v_s):
 
 
 def test_json_output_never_holds_nan_or_infinity():
-    from ryzanstein.spec.stats import GenerationStats
+    from ryzanstein.speculative.stats import GenerationStats
 
     d = GenerationStats(predicted_speedup=float("nan"), predicted_tokens_per_s=float("inf")).to_dict()
     assert d["predicted_speedup"] is None and d["predicted_tokens_per_s"] is None

@@ -20,8 +20,8 @@ from ryzanstein import Engine, GenerationConfig
 from ryzanstein.errors import ConfigError
 from ryzanstein.models.base import Logits
 from ryzanstein.models.torch_model import ModelArgs, TorchLogits, TorchModel
-from ryzanstein.spec.costs import measure
-from ryzanstein.spec.proposers import Draft, ModelProposer, Proposer
+from ryzanstein.speculative.costs import measure
+from ryzanstein.speculative.proposers import Draft, ModelProposer, Proposer
 
 TINY = ModelArgs(model_type="llama", vocab_size=49152, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,
                  hidden_dim=128, norm_eps=1e-5, rope_theta=10000.0, n_ctx_train=512, qkv_bias=False, o_bias=False,

@@ -20,10 +20,10 @@ from scipy.stats import chisquare
 
 from ryzanstein import Engine, GenerationConfig
 from ryzanstein.models.torch_model import ModelArgs, TorchModel
-from ryzanstein.spec import loop
-from ryzanstein.spec.proposers import ModelProposer
-from ryzanstein.spec.sampling import probs_from_logits, sample
-from ryzanstein.spec.acceptance_rules import accept_sampling
+from ryzanstein.speculative import loop
+from ryzanstein.speculative.proposers import ModelProposer
+from ryzanstein.speculative.sampling import probs_from_logits, sample
+from ryzanstein.speculative.acceptance_rules import accept_sampling
 
 N = 20_000
 ALPHA = 1e-3

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from ryzanstein import Engine, GenerationConfig
-from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
 
 PROMPTS = [
     "Write a Python function that returns the n-th Fibonacci number.",

@@ -29,7 +29,7 @@ from ryzanstein.models import _native as N
 from ryzanstein.models import load_model, store
 from ryzanstein.models.gguf_file import GGUFFile
 from ryzanstein.models.native import NativeModel, NativeUnsupported
-from ryzanstein.spec.proposers import ModelProposer, NgramProposer
+from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
 
 ISAS = N.isa_names()  # best first; "c" (the portable reference) is always there
 ROWS = 100  # rows taken from each real tensor (a multiple of 16 plus a partial group)
@@ -313,8 +313,8 @@ def test_sampling_with_a_restricted_draft_keeps_the_target_distribution(native_s
     """The draft's distribution over its reduced vocabulary is zero on ids the target may well pick: the
     acceptance rule (residual max(p - q, 0)) still emits exactly the target's distribution."""
     from test_distribution import ALPHA, K, chi2_pvalue, run
-    from ryzanstein.spec.acceptance_rules import accept_sampling
-    from ryzanstein.spec.sampling import probs_from_logits
+    from ryzanstein.speculative.acceptance_rules import accept_sampling
+    from ryzanstein.speculative.sampling import probs_from_logits
 
     tok = native_smol.tokenizer
     draft = native_smol.truncated(8)

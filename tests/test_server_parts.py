@@ -9,7 +9,7 @@ from ryzanstein.errors import RyzansteinError
 from ryzanstein.server.config import ServerConfig
 from ryzanstein.server.openai_api import (APIError, chunk, event_error, generation_config_from_request,
                                           logprobs_body, parse_messages, parse_prompt, result_body, summary)
-from ryzanstein.spec.stats import GenerationStats
+from ryzanstein.speculative.stats import GenerationStats
 
 SERVER = ServerConfig()
 
@@ -61,7 +61,7 @@ def test_logprobs_requests():
 
 
 def test_logprobs_bodies():
-    from ryzanstein.spec.logprobs import TokenLogprob
+    from ryzanstein.speculative.logprobs import TokenLogprob
 
     entries = [TokenLogprob(1, -0.5, [(1, -0.5), (2, -1.5)]), TokenLogprob(2, -0.1, [(2, -0.1)])]
     spell = {1: b"Hi", 2: b" there"}.__getitem__
@@ -75,7 +75,7 @@ def test_logprobs_bodies():
 
 
 def test_tokenize_and_detokenize_shapes():
-    from ryzanstein.server.tokenize import detokenize, tokenize
+    from ryzanstein.server.tokenize_routes import detokenize, tokenize
 
     class Tok:
         vocab_size = 10

@@ -2,16 +2,16 @@
 import numpy as np
 import pytest
 
-from ryzanstein.spec.acceptance_forecast import AcceptanceForecast
-from ryzanstein.spec.auto_policy import AutoPolicy
+from ryzanstein.speculative.acceptance_forecast import AcceptanceForecast
+from ryzanstein.speculative.auto_policy import AutoPolicy
 from ryzanstein.config import GenerationConfig, LoadConfig
-from ryzanstein.spec.costs import CostProfile
+from ryzanstein.speculative.costs import CostProfile
 from ryzanstein.errors import ConfigError
-from ryzanstein.spec.policies import HeuristicPolicy
-from ryzanstein.spec.proposers import NgramProposer
-from ryzanstein.spec.round import Round
-from ryzanstein.spec.sampling import probs_from_logits, sample
-from ryzanstein.spec.stats import GenerationStats
+from ryzanstein.speculative.policies import HeuristicPolicy
+from ryzanstein.speculative.proposers import NgramProposer
+from ryzanstein.speculative.round import Round
+from ryzanstein.speculative.sampling import probs_from_logits, sample
+from ryzanstein.speculative.stats import GenerationStats
 
 
 @pytest.mark.parametrize(

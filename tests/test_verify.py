@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from ryzanstein.spec.acceptance_rules import accept_greedy, accept_sampling
-from ryzanstein.spec.sampling import sample
+from ryzanstein.speculative.acceptance_rules import accept_greedy, accept_sampling
+from ryzanstein.speculative.sampling import sample
 
 V = 6
 

@@ -63,7 +63,7 @@ typedef struct {
     rz_act act;
     int32_t *out_units, *out_gaps;      /* a restricted output layer: group ranges computed, column ranges not */
     int n_out_units, n_out_gaps;        /* n_out_units == 0: every column */
-    double phase_s[RZ_PHASES];          /* wall time per phase of the forwards so far (Context.profile) */
+    double phase_s[RZ_PHASES];          /* wall time per phase of the forwards so far (Context.phase_times) */
 } rz_ctx;
 
 int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer);

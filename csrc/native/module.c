@@ -455,7 +455,7 @@ static PyObject *Context_get(ContextObject *self, void *which) {
     return PyLong_FromSize_t((intptr_t)which == 0 ? per_token * self->c.n_ctx : per_token);
 }
 
-static PyObject *Context_profile(ContextObject *self, PyObject *args) {
+static PyObject *Context_phase_times(ContextObject *self, PyObject *args) {
     int reset = 0;
     if (!PyArg_ParseTuple(args, "|p", &reset)) return NULL;
     PyObject *d = PyDict_New();
@@ -469,7 +469,7 @@ static PyObject *Context_profile(ContextObject *self, PyObject *args) {
 }
 
 static PyMethodDef Context_methods[] = {
-    {"profile", (PyCFunction)Context_profile, METH_VARARGS, "profile(reset=False): seconds per phase of the forwards"},
+    {"phase_times", (PyCFunction)Context_phase_times, METH_VARARGS, "phase_times(reset=False): seconds per phase of the forwards (per-phase timers)"},
     {"forward", (PyCFunction)Context_forward, METH_VARARGS,
      "forward(tokens int32, pos, out float32, last_only): logits of the tokens at positions pos.."},
     {"vocab", (PyCFunction)Context_vocab, METH_O,

@@ -8,7 +8,7 @@
 from .config import GenerationConfig, LoadConfig
 from .engine import Engine, Generation, GenerationResult
 from .errors import RyzansteinError
-from .spec.stats import GenerationStats
+from .speculative.stats import GenerationStats
 
 __all__ = ["Engine", "Generation", "GenerationResult", "GenerationConfig", "LoadConfig", "GenerationStats",
            "RyzansteinError"]

@@ -100,7 +100,7 @@ class LoadConfig:
 
     model: str = "smollm2-135m"
     draft: str = "ngram"  # none | ngram | self:N | a model name, .gguf path or HF folder
-    backend: str | None = None  # None = llama.cpp for GGUF, torch for HF folders
+    backend: str | None = None  # None = native for GGUF (llama.cpp where native cannot run it), torch for HF folders
     draft_backend: str | None = None  # None = the target's backend
     dtype: str = "float32"  # torch backend
     device: str = "cpu"  # torch backend: cpu | cuda

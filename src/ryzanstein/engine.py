@@ -21,13 +21,13 @@ from .machine import peak_rss_bytes
 from .models import Model, load_model
 from .models.chat import encode_prompt
 from .models.textstream import TextStream
-from .spec.auto_policy import AutoPolicy
-from .spec.costs import SpecCosts
-from .spec.logprobs import TokenLogprob
-from .spec.loop import decode, stop_ids
-from .spec.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
-from .spec.proposers import ModelProposer, NgramProposer, Proposer
-from .spec.stats import GenerationStats
+from .speculative.auto_policy import AutoPolicy
+from .speculative.costs import SpecCosts
+from .speculative.logprobs import TokenLogprob
+from .speculative.loop import decode, stop_ids
+from .speculative.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
+from .speculative.proposers import ModelProposer, NgramProposer, Proposer
+from .speculative.stats import GenerationStats
 
 
 @dataclass

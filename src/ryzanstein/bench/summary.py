@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..spec.stats import mean_acceptance_length
+from ..speculative.stats import mean_acceptance_length
 
 
 def geomean(xs: list[float]) -> float | None:

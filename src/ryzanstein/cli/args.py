@@ -21,7 +21,7 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--model", "-m", default="smollm2-135m", help="known name, .gguf file or HF folder (default: smollm2-135m)")
     g.add_argument("--draft", default="ngram", help="none | ngram | self:N | a model name/path sharing the target's tokenizer (default: ngram)")
-    g.add_argument("--backend", choices=BACKENDS, default=None, help="default: llama.cpp for GGUF, torch for HF folders")
+    g.add_argument("--backend", choices=BACKENDS, default=None, help="default: native for GGUF (llama.cpp where native cannot run the file), torch for HF folders")
     g.add_argument("--draft-backend", choices=BACKENDS, default=None, help="default: the target's backend")
     g.add_argument("--dtype", choices=DTYPES, default="float32", help="torch backend weights (default: float32)")
     g.add_argument("--device", choices=DEVICES, default="cpu", help="torch backend device")

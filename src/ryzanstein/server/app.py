@@ -29,7 +29,7 @@ from .guard import Guard, error_response
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import (APIError, check_unicode, chunk, event_error, generation_config_from_request, logprobs_body,
                          parse_messages, parse_prompt, result_body, sse, summary, unknown_model, usage_of)
-from .tokenize import detokenize, tokenize
+from .tokenize_routes import detokenize, tokenize
 from .worker import EngineWorker, Job, QueueFull
 
 log = logging.getLogger("ryzanstein.server")

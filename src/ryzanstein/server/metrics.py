@@ -12,7 +12,7 @@ from __future__ import annotations
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics, generate_latest)
 
-from ..spec.stats import GenerationStats
+from ..speculative.stats import GenerationStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 TOKEN_BUCKETS = (.001, .0025, .005, .01, .02, .05, .1, .2, .5, 1.0, 2.5, 5.0)

@@ -10,7 +10,7 @@ import re
 
 from ..config import GenerationConfig
 from ..errors import ConfigError, RyzansteinError
-from ..spec.stats import GenerationStats
+from ..speculative.stats import GenerationStats
 from .config import ServerConfig
 
 SPEC_FIELDS = ("k", "policy", "draft", "k_min", "k_max", "p_min", "min_speedup")

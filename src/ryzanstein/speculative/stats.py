@@ -1,6 +1,6 @@
 """One stats dataclass per generation, fed one Round at a time by the decode loop.
 
-Vocabulary (as in vLLM, see spec/__init__.py): a round is one target forward over [last token + K drafts]; it
+Vocabulary (as in vLLM, see speculative/__init__.py): a round is one target forward over [last token + K drafts]; it
 emits the accepted drafts plus one recovered or bonus token. `mean_acceptance_length` = tokens emitted per
 target forward, including that recovered/bonus token, so plain decoding scores exactly 1.0.
 """

@@ -1,7 +1,7 @@
 """Plain decoding against itself, or against `auto`, measured sequentially and in lockstep.
 
-    .venv/bin/python benchmarks/lockstep.py --model qwen2.5-coder-1.5b --categories extraction,chat --reps 2
-    .venv/bin/python benchmarks/lockstep.py --model qwen2.5-coder-1.5b --draft ngram --categories extraction
+    .venv/bin/python benchmarks/lockstep_vs_sequential.py --model qwen2.5-coder-1.5b --categories extraction,chat --reps 2
+    .venv/bin/python benchmarks/lockstep_vs_sequential.py --model qwen2.5-coder-1.5b --draft ngram --categories extraction
 
 Two engines, each with its own KV cache over the same weights (Model.new_context):
 A decodes plainly; B too (an A/A test, any difference is noise) or, with --draft, with that draft and policy
