@@ -163,6 +163,8 @@ def test_tiny_real_run(smol_gguf, tmp_path):
     o = next(c for c in r["summary"]["configs"] if c["config"] == "ngram:k2")["overall"]
     assert o["speedup_geomean"] > 0 and not math.isnan(o["speedup_geomean"])
     assert (out / "report.md").exists() and (out / "speedup_vs_k.png").exists()
+    summary = json.loads((out / "summary.json").read_text())  # what is committed: everything but the runs
+    assert "runs" not in summary and summary["summary"] == r["summary"] and summary["run"] == r["run"]
 
 
 def test_tiny_lockstep_run(smol_gguf, tmp_path):
