@@ -75,7 +75,8 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
     learned = None
     v1 = profile.v(1)
     for category, ids, out in data:
-        policy = AutoPolicy(profile, 0.0, True, 0, k_max, 1.0, 0.0, len(ids), len(out))
+        policy = AutoPolicy(target_costs=profile, draft_token_s=0.0, model_free=True, k_max=k_max,
+                            prompt_tokens=len(ids), max_new_tokens=len(out))
         if learned:
             policy.resume(learned)
         proposer = NgramProposer()
@@ -92,8 +93,8 @@ def replay_auto(data, profile: CostProfile, overhead_s: float, prefill_s: dict[s
             while a < len(draft.tokens) and draft.tokens[a] == out[i + a]:
                 a += 1
             verify_s = profile.v(len(draft.tokens) + 1)
-            policy.observe(Round(len(draft.tokens), a, out[i:i + a + 1], 0.0, verify_s, verify_s + overhead_s,
-                                 shadow, None, k))
+            policy.observe(Round(k=len(draft.tokens), num_accepted=a, emitted=out[i:i + a + 1], draft_s=0.0,
+                                 verify_s=verify_s, round_s=verify_s + overhead_s, shadow=shadow, chosen=k))
             policy.observe_wall(verify_s + overhead_s)
             spec_s, i = spec_s + verify_s + overhead_s, i + a + 1
         learned = policy.learned()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from ryzanstein import Engine, GenerationConfig
+from ryzanstein import Engine, GenerationConfig, SamplingParams
 from ryzanstein.models.torch_model import ModelArgs, TorchModel
 from ryzanstein.speculative import loop
 from ryzanstein.speculative.proposers import ModelProposer
@@ -90,8 +90,8 @@ def run(rule, p, q, model_free, rng):
 @pytest.mark.parametrize("model_free", [False, True])
 def test_speculative_sampling_keeps_target_distribution(real_logits, settings, model_free):
     tgt, drf = real_logits
-    p = probs_from_logits(tgt, **settings)  # (K+1, V)
-    q = probs_from_logits(drf[:K], **settings)  # (K, V)
+    p = probs_from_logits(tgt, SamplingParams(**settings))  # (K+1, V)
+    q = probs_from_logits(drf[:K], SamplingParams(**settings))  # (K, V)
     rng = np.random.default_rng(1234)
     first, second = run(accept_sampling, p, q, model_free, rng)
     assert chi2_pvalue(first, p[0]) > ALPHA
@@ -100,8 +100,8 @@ def test_speculative_sampling_keeps_target_distribution(real_logits, settings, m
 
 def test_control_wrong_rule_is_caught(real_logits):
     tgt, drf = real_logits
-    p = probs_from_logits(tgt, 1.0)
-    q = probs_from_logits(drf[:K], 1.0)
+    p = probs_from_logits(tgt, SamplingParams(temperature=1.0))
+    q = probs_from_logits(drf[:K], SamplingParams(temperature=1.0))
     rng = np.random.default_rng(1234)
     first, _ = run(wrong_accept, p, q, False, rng)
     assert chi2_pvalue(first, p[0]) < ALPHA
@@ -126,7 +126,7 @@ def exact_joint(target) -> dict[tuple[int, int, int], float]:
     """P(t1, t2, t3) after PROMPT = p(t1) p(t2 | t1) p(t3 | t1, t2), from the target's rows (13 forwards)."""
     def probs(ctx):
         target.reset()
-        return probs_from_logits(target.forward(ctx, last_only=True)[0], **E2E)
+        return probs_from_logits(target.forward(ctx, last_only=True)[0], SamplingParams(**E2E))
 
     joint = {}
     p1 = probs(PROMPT)

@@ -314,6 +314,7 @@ def test_sampling_with_a_restricted_draft_keeps_the_target_distribution(native_s
     acceptance rule (residual max(p - q, 0)) still emits exactly the target's distribution."""
     from test_distribution import ALPHA, K, chi2_pvalue, run
     from ryzanstein.speculative.acceptance_rules import accept_sampling
+    from ryzanstein.config import SamplingParams
     from ryzanstein.speculative.sampling import probs_from_logits
 
     tok = native_smol.tokenizer
@@ -330,8 +331,8 @@ def test_sampling_with_a_restricted_draft_keeps_the_target_distribution(native_s
     for text in texts[:K]:
         draft.reset()
         q_rows.append(np.array(draft.forward(tok.encode(text), last_only=True)[0], dtype=np.float64))
-    p = probs_from_logits(np.stack(p_rows), temperature=1.0)
-    q = probs_from_logits(np.stack(q_rows), temperature=1.0)
+    p = probs_from_logits(np.stack(p_rows), SamplingParams(temperature=1.0))
+    q = probs_from_logits(np.stack(q_rows), SamplingParams(temperature=1.0))
     assert np.all(q[:, 304:] == 0) and min(p[i][q[i] == 0].sum() for i in range(K)) > 0.05
     first, second = run(accept_sampling, p, q, False, np.random.default_rng(99))
     assert chi2_pvalue(first, p[0]) > ALPHA

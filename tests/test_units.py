@@ -4,7 +4,7 @@ import pytest
 
 from ryzanstein.speculative.acceptance_forecast import AcceptanceForecast
 from ryzanstein.speculative.auto_policy import AutoPolicy
-from ryzanstein.config import GenerationConfig, LoadConfig
+from ryzanstein.config import GenerationConfig, LoadConfig, SamplingParams
 from ryzanstein.speculative.costs import CostProfile
 from ryzanstein.errors import ConfigError
 from ryzanstein.speculative.policies import HeuristicPolicy
@@ -126,11 +126,11 @@ def test_acceptance_shadow_evidence_decays_like_verified_evidence():
 
 def test_top_k_top_p_filters():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-    p = probs_from_logits(logits, 1.0, top_k=2)
+    p = probs_from_logits(logits, SamplingParams(temperature=1.0, top_k=2))
     assert np.allclose(p, [0.625, 0.375, 0, 0])
-    p = probs_from_logits(logits, 1.0, top_p=0.8)  # 0.5 + 0.3 reaches 0.8
+    p = probs_from_logits(logits, SamplingParams(temperature=1.0, top_p=0.8))  # 0.5 + 0.3 reaches 0.8
     assert np.allclose(p, [0.625, 0.375, 0, 0])
-    p = probs_from_logits(logits, 1.0, top_p=0.81)
+    p = probs_from_logits(logits, SamplingParams(temperature=1.0, top_p=0.81))
     assert np.count_nonzero(p) == 3
     rng = np.random.default_rng(0)
     assert all(sample(np.array([0, 0, 1.0, 0]), rng) == 2 for _ in range(50))
@@ -138,11 +138,11 @@ def test_top_k_top_p_filters():
 
 def test_min_p_filter():
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-    p = probs_from_logits(logits, 1.0, min_p=0.2)  # keeps p >= 0.2 * 0.5 = 0.1
+    p = probs_from_logits(logits, SamplingParams(temperature=1.0, min_p=0.2))  # keeps p >= 0.2 * 0.5 = 0.1
     assert np.allclose(p, np.array([0.5, 0.3, 0.15, 0]) / 0.95)
-    p = probs_from_logits(np.stack([logits, logits[::-1]]), 1.0, min_p=0.5)  # row by row, relative to its top
+    p = probs_from_logits(np.stack([logits, logits[::-1]]), SamplingParams(temperature=1.0, min_p=0.5))  # row by row, relative to its top
     assert np.allclose(p, [[0.625, 0.375, 0, 0], [0, 0, 0.375, 0.625]])
-    assert np.count_nonzero(probs_from_logits(logits, 1.0, min_p=0.0)) == 4
+    assert np.count_nonzero(probs_from_logits(logits, SamplingParams(temperature=1.0, min_p=0.0))) == 4
     with pytest.raises(ConfigError, match="invalid min_p=1.0"):
         GenerationConfig(min_p=1.0)
 
@@ -153,10 +153,31 @@ def test_defaults_sample_like_llama_cpp_and_zero_temperature_is_greedy():
     assert GenerationConfig(temperature=0).greedy
 
 
+def test_sampling_params_travel_as_one_validated_record():
+    cfg = GenerationConfig(temperature=0.7, top_k=5, top_p=0.9, min_p=0.1)
+    assert cfg.sampling == SamplingParams(temperature=0.7, top_k=5, top_p=0.9, min_p=0.1)
+    assert cfg.replace(temperature=0).sampling.greedy and SamplingParams().greedy
+    with pytest.raises(ConfigError, match="invalid top_p=0"):
+        SamplingParams(temperature=1.0, top_p=0)
+    with pytest.raises(TypeError):
+        SamplingParams(1.0)  # keyword-only: four numbers in a row are too easy to swap
+    with pytest.raises(ValueError, match="greedy"):
+        probs_from_logits(np.zeros(4), SamplingParams())
+
+
+def test_round_and_auto_policy_are_built_by_keyword():
+    with pytest.raises(TypeError):
+        Round(1, 1, [0, 0], 0.0, 0.0)
+    with pytest.raises(TypeError):
+        AutoPolicy(flat(), 1e-5, True)
+    assert AutoPolicy(target_costs=flat(), draft_token_s=1e-5, model_free=True).k_max == 8
+
+
 def rnd(k, num_accepted, draft_s, verify_s, shadow=(), emitted=None, conf=None):
     """A Round for a policy; unless told, it emitted the accepted drafts + one token."""
     emitted = [0] * (num_accepted + 1) if emitted is None else emitted
-    return Round(k, num_accepted, emitted, draft_s, verify_s, shadow=list(shadow), conf=conf)
+    return Round(k=k, num_accepted=num_accepted, emitted=emitted, draft_s=draft_s, verify_s=verify_s,
+                 shadow=list(shadow), conf=conf)
 
 
 def flat(v1=0.01, n=16):
@@ -183,33 +204,33 @@ def feed(policy, rounds, accept_prob, rng):
 
 def test_auto_flat_costs_high_acceptance_choose_large_k():
     rng = np.random.default_rng(0)
-    pol = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(target_costs=flat(), draft_token_s=1e-5, model_free=True, k_max=8)
     feed(pol, 60, 0.9, rng)
     assert pol.choose() >= 6
 
 
 def test_auto_steep_costs_choose_plain():
     rng = np.random.default_rng(0)
-    pol = AutoPolicy(steep(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(target_costs=steep(), draft_token_s=1e-5, model_free=True, k_max=8)
     feed(pol, 60, 0.5, rng)
     assert pol.choose() == 0
 
 
 def test_auto_model_draft_that_can_never_win_is_not_probed():
-    pol = AutoPolicy(steep(), 0.63 * 0.01, model_free=False, k_max=8)  # the 0.5B -> 1.5B pair on 2 cores
+    pol = AutoPolicy(target_costs=steep(), draft_token_s=0.63 * 0.01, model_free=False, k_max=8)  # the 0.5B -> 1.5B pair on 2 cores
     assert not pol.can_ever_win()
     assert all(pol.choose() == 0 for _ in range(600))
 
 
 def test_auto_shadow_and_probing_bring_speculation_back():
     rng = np.random.default_rng(0)
-    pol = AutoPolicy(steep(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(target_costs=steep(), draft_token_s=1e-5, model_free=True, k_max=8)
     feed(pol, 80, 0.2, rng)  # unrepetitive text: plain decoding
     assert pol.choose() == 0
     feed(pol, 80, 0.97, rng)  # the text turns repetitive: the shadow draft notices
     assert pol.choose() >= 2
     # a model draft cheap enough to win sometimes is probed and switches back on
-    pol = AutoPolicy(flat(), 0.05 * 0.01, model_free=False, k_max=8)
+    pol = AutoPolicy(target_costs=flat(), draft_token_s=0.05 * 0.01, model_free=False, k_max=8)
     for _ in range(40):
         pol.observe(rnd(2, 0, 1e-3, pol.costs.v(3)))  # drafts keep failing
     assert pol.choose() == 0
@@ -225,7 +246,7 @@ def test_auto_probes_a_model_draft_in_the_first_round():
     """Nothing is known of the draft on this text: round 0 probes it (its catch-up, a 100-token prompt, is
     within 10% of the generation), an accepted probe re-plans at once, and good drafts keep it on."""
     native = CostProfile([0.01 * r for r in (1, 1.10, 1.14, 1.18, 1.25, 1.32, 1.40, 1.47, 1.55)])  # the 1.5B's
-    pol = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+    pol = AutoPolicy(target_costs=native, draft_token_s=0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
                      prompt_tokens=100, max_new_tokens=96)
     assert pol.best_k() == 0 and pol.can_ever_win()  # at the prior's 50% plain wins; at 90% the draft would
     assert pol.choose() == 1
@@ -237,13 +258,13 @@ def test_auto_probes_a_model_draft_in_the_first_round():
     assert min(ks) > 0
     # the probe's draft time held its catch-up over the prompt: that is not its cost per token
     assert abs(pol.draft_token_s - 0.43 * 0.01) < 0.1 * 0.43 * 0.01
-    first = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+    first = AutoPolicy(target_costs=native, draft_token_s=0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
                        prompt_tokens=100, max_new_tokens=96)
     assert first.choose() == 1
     first.observe(rnd(1, 0, 0.43 * 0.01 + 99 * 2e-4, first.costs.v(2)))  # rejected, after a 99-token catch-up
     assert abs(first.draft_token_s - 0.43 * 0.01) < 1e-9 and first.can_ever_win()
     # the same draft after a prompt whose catch-up would cost more than that: plain, probed later
-    pol = AutoPolicy(native, 0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
+    pol = AutoPolicy(target_costs=native, draft_token_s=0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
                      prompt_tokens=1000, max_new_tokens=96)
     assert pol.choose() == 0
 
@@ -279,7 +300,7 @@ def test_acceptance_calibration_corrects_optimistic_estimates():
 
 
 def test_auto_model_draft_stops_at_an_unsure_token():
-    pol = AutoPolicy(flat(), 0.02 * 0.01, model_free=False, k_max=8)  # cheap draft, flat costs: drafting pays
+    pol = AutoPolicy(target_costs=flat(), draft_token_s=0.02 * 0.01, model_free=False, k_max=8)  # cheap draft, flat costs: drafting pays
     for _ in range(40):  # sure tokens are accepted, unsure ones rejected
         k = pol.choose()
         conf = [0.97, 0.97, 0.97, 0.2, 0.97, 0.97, 0.97, 0.97][:k]
@@ -292,13 +313,13 @@ def test_auto_model_draft_stops_at_an_unsure_token():
 
 
 def test_auto_learns_that_multi_token_verifies_cost_more_than_profiled():
-    pol = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
+    pol = AutoPolicy(target_costs=flat(), draft_token_s=1e-5, model_free=True, k_max=8)
     for _ in range(20):
         pol.observe(rnd(4, 4, 1e-5, 1.3 * pol.costs.v(5)))  # speculative rounds 30% dearer than profiled
         pol.observe(rnd(0, 0, 0.0, pol.costs.v(1)))  # one-token steps as profiled
     assert 1.2 < pol.spec_bias < 1.4 and 0.9 < pol.scale < 1.1
     # the engine's next generation starts from what this one learned about the machine (not about the text)
-    nxt = AutoPolicy(flat(), 1e-5, model_free=True, k_max=8)
+    nxt = AutoPolicy(target_costs=flat(), draft_token_s=1e-5, model_free=True, k_max=8)
     nxt.resume(pol.learned())
     assert nxt.spec_bias == pol.spec_bias and sum(nxt.forecast.tried) == 0
     assert nxt.forecast.pred_extra <= 8.0 and abs(nxt.forecast.calibration() - pol.forecast.calibration()) < 0.3
@@ -316,7 +337,7 @@ def test_auto_prediction_counts_the_draft_catch_up_prefill():
     """A model draft's first round catches up with the whole prompt: that time is in the predicted speedup."""
     preds = []
     for prefill_token_s in (0.0, 1e-4):
-        pol = AutoPolicy(flat(), 1e-3, model_free=False, k_max=8, draft_prefill_token_s=prefill_token_s,
+        pol = AutoPolicy(target_costs=flat(), draft_token_s=1e-3, model_free=False, k_max=8, draft_prefill_token_s=prefill_token_s,
                          prompt_tokens=1001, max_new_tokens=1 << 20)
         assert pol.choose() > 0  # a flat profile: drafting pays from the start
         pol.observe(rnd(2, 2, 2e-3 + 1000 * prefill_token_s, pol.costs.v(3)))
@@ -328,7 +349,7 @@ def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
     # a cheap model draft that would pay on 2 cores if it were good (so it is worth probing), but its
     # catch-up over a 2000-token prompt (0.1 ms a token) costs more than the 10% of a 128-token generation a
     # first-round probe may take, and more than the 5% of later ones
-    pol = AutoPolicy(steep(), 0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
+    pol = AutoPolicy(target_costs=steep(), draft_token_s=0.05 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=1e-4,
                 prompt_tokens=2000, max_new_tokens=128)
     assert pol.can_ever_win()
     ks = []

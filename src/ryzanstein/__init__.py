@@ -5,11 +5,11 @@
     result = engine.generate("Write a haiku about the sea", max_new_tokens=64)
     print(result.text, result.stats.acceptance_rate)
 """
-from .config import GenerationConfig, LoadConfig
+from .config import GenerationConfig, LoadConfig, SamplingParams
 from .engine import Engine, Generation, GenerationResult
 from .errors import RyzansteinError
 from .speculative.stats import GenerationStats
 
-__all__ = ["Engine", "Generation", "GenerationResult", "GenerationConfig", "LoadConfig", "GenerationStats",
+__all__ = ["Engine", "Generation", "GenerationResult", "GenerationConfig", "LoadConfig", "SamplingParams", "GenerationStats",
            "RyzansteinError"]
 __version__ = "0.1.0"

@@ -1,8 +1,10 @@
 """Frozen, validated configuration. Every invalid value raises one ConfigError naming field, value and range.
 
 `LoadConfig` is what is fixed when models are loaded (which target, which draft, backend, threads, memory
-limits); `GenerationConfig` is what may change per request (sampling, budget, draft length policy).
-CLI flags and server fields carry the same names.
+limits); `GenerationConfig` is what may change per request (sampling, budget, draft length policy);
+`SamplingParams` is the part of it that says how a token is drawn from a logits row, the one record the
+decode loop, the sampler and a model proposer pass between them. CLI flags and server fields carry the
+same names as the fields.
 """
 from __future__ import annotations
 
@@ -39,6 +41,33 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """How the next token is drawn from a logits row, for the target and a model draft alike (the same
+    settings on both sides are what keep speculative sampling lossless). The order of the filters is
+    transformers': temperature, then top-k, then top-p, then min-p. temperature=0 is greedy: the argmax,
+    no distribution is built. The defaults are every filter off at temperature 0; `GenerationConfig` holds
+    a user's defaults."""
+
+    temperature: float = 0.0  # 0 = greedy (argmax)
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    min_p: float = 0.0  # 0 = off; drop tokens under min_p x the most likely token's probability
+
+    def __post_init__(self) -> None:
+        _check(_is_num(self.temperature) and 0 <= self.temperature <= 100, "temperature", self.temperature, "a number in [0, 100] (0 = greedy)")
+        _check(_is_int(self.top_k) and self.top_k >= 0, "top_k", self.top_k, "an integer >= 0 (0 = off)")
+        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1] (1 = off)")
+        _check(_is_num(self.min_p) and 0 <= self.min_p < 1, "min_p", self.min_p, "a number in [0, 1) (0 = off)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+GREEDY = SamplingParams()
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """Per-request settings: sampling, budget, speculation.
@@ -66,10 +95,9 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         _check(_is_int(self.max_new_tokens) and self.max_new_tokens >= 1, "max_new_tokens", self.max_new_tokens, "an integer >= 1")
-        _check(_is_num(self.temperature) and 0 <= self.temperature <= 100, "temperature", self.temperature, "a number in [0, 100] (0 = greedy)")
-        _check(_is_int(self.top_k) and self.top_k >= 0, "top_k", self.top_k, "an integer >= 0 (0 = off)")
-        _check(_is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "a number in (0, 1] (1 = off)")
-        _check(_is_num(self.min_p) and 0 <= self.min_p < 1, "min_p", self.min_p, "a number in [0, 1) (0 = off)")
+        # the sampling record, validated once here; its fields stay flat on the config, as flags and JSON name them
+        object.__setattr__(self, "_sampling", SamplingParams(temperature=self.temperature, top_k=self.top_k,
+                                                             top_p=self.top_p, min_p=self.min_p))
         _check(self.seed is None or (_is_int(self.seed) and 0 <= self.seed < 2**63), "seed", self.seed, "an integer in [0, 2^63) or None")
         if isinstance(self.stop, str) or isinstance(self.stop, list):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
@@ -85,6 +113,11 @@ class GenerationConfig:
                self.logprobs, "an integer in [0, 20] (the most likely tokens to list) or None (off)")
         if self.k is not None and self.policy == "auto":
             object.__setattr__(self, "policy", "fixed")  # an explicit k means a fixed draft length
+
+    @property
+    def sampling(self) -> SamplingParams:
+        """temperature, top_k, top_p and min_p as the one record the speculative core passes around."""
+        return self._sampling
 
     @property
     def greedy(self) -> bool:

@@ -198,7 +198,7 @@ class Engine:
         if self.proposer is None or cfg.k_max == 0 or cfg.k == 0:
             stats.policy = "none"
             return None, None
-        self.proposer.configure(cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, cfg.p_min, rng)
+        self.proposer.configure(cfg.sampling, cfg.p_min, rng)
         # a model draft's catch-up is the part of the prompt its cache does not hold yet (a conversation's
         # next turn: only the new messages), which is what a probe of it would cost
         policy = make_policy(cfg, self.costs, self.proposer.is_model_free, self.proposer.uncached(prompt_ids),
@@ -222,8 +222,10 @@ def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch
         return HeuristicPolicy(cfg.k or 4, cfg.k_min, cfg.k_max)
     if cfg.policy == "confidence":
         return FixedPolicy(cfg.k_max)  # the draft itself stops early under p_min
-    policy = AutoPolicy(costs.target_profile(), costs.draft_token_s(), model_free, cfg.k_min, cfg.k_max,
-                        cfg.min_speedup, costs.draft_prefill_token_s(), catch_up_tokens, cfg.max_new_tokens)
+    policy = AutoPolicy(target_costs=costs.target_profile(), draft_token_s=costs.draft_token_s(),
+                        model_free=model_free, k_min=cfg.k_min, k_max=cfg.k_max, min_speedup=cfg.min_speedup,
+                        draft_prefill_token_s=costs.draft_prefill_token_s(), prompt_tokens=catch_up_tokens,
+                        max_new_tokens=cfg.max_new_tokens)
     if learned:  # the engine's earlier generations already measured this machine and draft
         policy.resume(learned)
     return policy

@@ -52,7 +52,7 @@ def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA, floor: float 
 class AutoPolicy(DraftLengthPolicy):
     name = "auto"
 
-    def __init__(self, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
+    def __init__(self, *, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
                  k_max: int = 8, min_speedup: float = 1.0, draft_prefill_token_s: float = 0.0,
                  prompt_tokens: int = 0, max_new_tokens: int = 1 << 30) -> None:
         self.costs, self.model_free = target_costs, model_free

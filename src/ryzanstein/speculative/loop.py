@@ -47,7 +47,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
     stats.prompt_tokens = len(prompt)
     stats.cached_prompt_tokens = target.reuse_prefix(prompt)
     logits = target.score(prompt[stats.cached_prompt_tokens:], last_only=True)  # (1, V)
-    token = pick(logits, cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p, rng)
+    token = pick(logits, cfg.sampling, rng)
     if logprobs is not None:  # asked for: the row comes to the host
         logprobs.extend(token_logprobs(logits.numpy(), [token], cfg.logprobs or 0))
     stats.prefill_s = stats.ttft_s = clock() - t0
@@ -83,7 +83,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         if cfg.greedy:
             num_accepted, token = accept_greedy(draft.tokens, logits.argmax())
         else:
-            p = probs_from_logits(logits.numpy(), cfg.temperature, cfg.top_k, cfg.top_p, cfg.min_p)
+            p = probs_from_logits(logits.numpy(), cfg.sampling)
             num_accepted, token = accept_sampling(draft.tokens, draft.probs, p, rng)
         target.truncate(base + 1 + num_accepted)  # drop the rejected drafts' KV rows
         t2 = clock()
@@ -97,7 +97,8 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         context.extend(out)
         emitted += len(out)
         stats.num_tokens = emitted
-        r = Round(len(draft.tokens), num_accepted, out, t1 - t0, t2 - t1, clock() - t0, shadow.tokens, draft.conf, k)
+        r = Round(k=len(draft.tokens), num_accepted=num_accepted, emitted=out, draft_s=t1 - t0, verify_s=t2 - t1,
+                  round_s=clock() - t0, shadow=shadow.tokens, conf=draft.conf, chosen=k)
         stats.observe(r)
         if policy is not None:
             policy.observe(r)

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import GREEDY, SamplingParams
 from ..models.base import Model
 from .sampling import probs_from_logits, sample
 
@@ -49,8 +50,7 @@ class Proposer(ABC):
         its KV cache already holds from earlier generations is reused); 0 for a model-free proposer."""
         return 0 if self.model is None else len(context) - self.model.cached_prefix(context)
 
-    def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
-                  rng: np.random.Generator | None) -> None:
+    def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
         """Per-generation sampling settings (a model draft samples as the target does)."""
 
     def memory_bytes(self) -> int:
@@ -117,13 +117,13 @@ class ModelProposer(Proposer):
     last token" is just one more token to feed here.
     """
 
-    def __init__(self, model: Model, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 min_p: float = 0.0, p_min: float = 0.0, rng: np.random.Generator | None = None,
-                 name: str | None = None, owns_weights: bool = True, vocab: int = 0) -> None:
+    def __init__(self, model: Model, *, sampling: SamplingParams = GREEDY, p_min: float = 0.0,
+                 rng: np.random.Generator | None = None, name: str | None = None, owns_weights: bool = True,
+                 vocab: int = 0) -> None:
         self.model = model
         self.name = name or model.info.name
         self.owns_weights = owns_weights
-        self.configure(temperature, top_k, top_p, min_p, p_min, rng)
+        self.configure(sampling, p_min, rng)
         self.vocab = 0
         self._seen: list[int] = []
         if 0 < vocab < model.vocab_size:
@@ -158,10 +158,9 @@ class ModelProposer(Proposer):
         if changed:
             self.model.restrict_vocab(self._keep)
 
-    def configure(self, temperature: float, top_k: int, top_p: float, min_p: float, p_min: float,
-                  rng: np.random.Generator | None) -> None:
+    def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
         """Per-generation sampling settings (the same as the target's, or the output is not lossless)."""
-        self.temperature, self.top_k, self.top_p, self.min_p, self.p_min = temperature, top_k, top_p, min_p, p_min
+        self.sampling, self.p_min = sampling, p_min
         self.rng = rng or np.random.default_rng()
 
     def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
@@ -179,8 +178,8 @@ class ModelProposer(Proposer):
         rows: list[np.ndarray] = []
         conf: list[float] = []
         for i in range(k):
-            if self.temperature > 0:
-                q = probs_from_logits(logits.numpy()[0], self.temperature, self.top_k, self.top_p, self.min_p)
+            if not self.sampling.greedy:
+                q = probs_from_logits(logits.numpy()[0], self.sampling)
                 if self.p_min > 0 and q.max() < self.p_min:
                     break
                 t = sample(q, self.rng)
@@ -197,7 +196,7 @@ class ModelProposer(Proposer):
             else:
                 break
         probs = np.stack(rows) if rows else None
-        return Draft(tokens, probs if self.temperature > 0 else None, conf)
+        return Draft(tokens, None if self.sampling.greedy else probs, conf)
 
     def memory_bytes(self) -> int:
         mem = self.model.memory()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(slots=True)  # made every round: a plain __init__, no frozen-dataclass overhead
+@dataclass(slots=True, kw_only=True)  # made every round: a plain __init__, no frozen-dataclass overhead
 class Round:
     """One target forward over [last token + K draft tokens] and its outcome."""
 

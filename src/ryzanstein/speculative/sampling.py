@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import SamplingParams
 from ..models.base import Logits
 
 # A nucleus almost always lives in the few hundred most likely tokens: look there first and fall back to a
@@ -16,13 +17,13 @@ from ..models.base import Logits
 _NUCLEUS_CANDIDATES = 1024
 
 
-def probs_from_logits(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0,
-                      min_p: float = 0.0) -> np.ndarray:
+def probs_from_logits(logits: np.ndarray, sampling: SamplingParams) -> np.ndarray:
     """(n, V) or (V,) logits -> float64 distributions after temperature, then top-k, then top-p, then min-p
     (drop tokens less likely than min_p times the row's most likely one)."""
-    if temperature <= 0:
+    if sampling.greedy:
         raise ValueError("temperature 0 is greedy: use argmax, not a distribution")
-    x = np.asarray(logits, dtype=np.float64) / temperature
+    top_k, top_p, min_p = sampling.top_k, sampling.top_p, sampling.min_p
+    x = np.asarray(logits, dtype=np.float64) / sampling.temperature
     squeeze = x.ndim == 1
     x = np.atleast_2d(x)
     V = x.shape[-1]
@@ -65,10 +66,9 @@ def sample(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
 
 
-def pick(logits: Logits, temperature: float, top_k: int, top_p: float, min_p: float,
-         rng: np.random.Generator) -> int:
+def pick(logits: Logits, sampling: SamplingParams, rng: np.random.Generator) -> int:
     """The next token from a forward's last logits row: its argmax at temperature 0 (found where the backend
     keeps the row), else a sample (from the row brought to the host)."""
-    if temperature <= 0:
+    if sampling.greedy:
         return logits.argmax()[-1]
-    return sample(probs_from_logits(logits.numpy()[-1], temperature, top_k, top_p, min_p), rng)
+    return sample(probs_from_logits(logits.numpy()[-1], sampling), rng)
