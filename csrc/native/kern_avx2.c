@@ -270,16 +270,16 @@ INLINE void tile_float(const int T, SUB_ARGS) {
 #define C_F32(NT, S0, NS) tile_float(T_F32, w, g, half, a, tile, NT, S0, NS, out, ldo)
 
 #define ENTRY(NAME, CALL) \
-    static void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { DISPATCH(CALL) }
-ENTRY(k_q8_0, C_Q8_0)
-ENTRY(k_q4_0, C_Q4_0)
-ENTRY(k_q5_0, C_Q5_0)
-ENTRY(k_q4_1, C_Q4_1)
-ENTRY(k_q4_k, C_Q4K)
-ENTRY(k_q6_k, C_Q6K)
-ENTRY(k_f16, C_F16)
-ENTRY(k_bf16, C_BF16)
-ENTRY(k_f32, C_F32)
+    void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { DISPATCH(CALL) }
+ENTRY(rz_mm_q8_0_avx2, C_Q8_0)
+ENTRY(rz_mm_q4_0_avx2, C_Q4_0)
+ENTRY(rz_mm_q5_0_avx2, C_Q5_0)
+ENTRY(rz_mm_q4_1_avx2, C_Q4_1)
+ENTRY(rz_mm_q4_k_avx2, C_Q4K)
+ENTRY(rz_mm_q6_k_avx2, C_Q6K)
+ENTRY(rz_mm_f16_avx2, C_F16)
+ENTRY(rz_mm_bf16_avx2, C_BF16)
+ENTRY(rz_mm_f32_avx2, C_F32)
 
 #define RZ_LOAD_F16X16(p)                                                                          \
     ({                                                                                             \
@@ -315,7 +315,7 @@ ENTRY(k_f32, C_F32)
 #include "ops_impl.h"
 
 const rz_isa rz_isa_avx2 = {
-    "avx2", k_q4_0, k_q4_1, k_q5_0, k_q8_0, k_q4_k, k_q6_k, k_f16, k_bf16, k_f32,
+    "avx2", RZ_ISA_AVX2,
     attention_avx2, rmsnorm_avx2, swiglu_avx2, quant_avx2,
 };
 #endif

@@ -289,16 +289,16 @@ INLINE void tile_float(const int T, const rz_tensor *w, int g, const rz_act *a, 
 #define CALL_Q6K(N) tile_q6_k(w, g, a, tile, N, out, ldo)
 
 #define ENTRY(NAME, CALL) \
-    static void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { DISPATCH(CALL) }
-ENTRY(k_q8_0, CALL32_T_Q8_0)
-ENTRY(k_q4_0, CALL32_T_Q4_0)
-ENTRY(k_q5_0, CALL32_T_Q5_0)
-ENTRY(k_q4_1, CALL32_T_Q4_1)
-ENTRY(k_q4_k, CALL_Q4K)
-ENTRY(k_q6_k, CALL_Q6K)
-ENTRY(k_f16, CALLF_T_F16)
-ENTRY(k_bf16, CALLF_T_BF16)
-ENTRY(k_f32, CALLF_T_F32)
+    void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { DISPATCH(CALL) }
+ENTRY(rz_mm_q8_0_avx512, CALL32_T_Q8_0)
+ENTRY(rz_mm_q4_0_avx512, CALL32_T_Q4_0)
+ENTRY(rz_mm_q5_0_avx512, CALL32_T_Q5_0)
+ENTRY(rz_mm_q4_1_avx512, CALL32_T_Q4_1)
+ENTRY(rz_mm_q4_k_avx512, CALL_Q4K)
+ENTRY(rz_mm_q6_k_avx512, CALL_Q6K)
+ENTRY(rz_mm_f16_avx512, CALLF_T_F16)
+ENTRY(rz_mm_bf16_avx512, CALLF_T_BF16)
+ENTRY(rz_mm_f32_avx512, CALLF_T_F32)
 
 #define RZ_LOAD_F16X16(p) ((v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))))
 #define RZ_FMA16(a, b, c) ((v16f)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
@@ -307,7 +307,7 @@ ENTRY(k_f32, CALLF_T_F32)
 #include "ops_impl.h"
 
 const rz_isa rz_isa_avx512 = {
-    "avx512-vnni", k_q4_0, k_q4_1, k_q5_0, k_q8_0, k_q4_k, k_q6_k, k_f16, k_bf16, k_f32,
+    "avx512-vnni", RZ_ISA_AVX512,
     attention_avx512, rmsnorm_avx512, swiglu_avx512, quant_avx512,
 };
 #endif
