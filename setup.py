@@ -7,12 +7,12 @@ instruction sets (and between batch sizes) requires.
 """
 from setuptools import Extension, setup
 
-SOURCES = ["module.c", "model.c", "pool.c", "repack.c", "act.c", "isa.c", "kern_ref.c", "kern_avx2.c", "kern_avx512.c"]
+SOURCES = ["module.c", "model.c", "pool.c", "types.c", "repack.c", "act.c", "isa.c", "kern_ref.c", "kern_avx2.c", "kern_avx512.c"]
 
 setup(ext_modules=[Extension(
     "ryzanstein.models._native",
     sources=[f"csrc/native/{s}" for s in SOURCES],
-    depends=["csrc/native/rz.h", "csrc/native/model.h", "csrc/native/ops_impl.h"],
+    depends=["csrc/native/rz.h", "csrc/native/layout.h", "csrc/native/model.h", "csrc/native/ops_impl.h"],
     extra_compile_args=["-O3", "-std=gnu11", "-ffp-contract=off", "-fno-math-errno", "-Wno-unknown-pragmas", "-Wno-psabi"],
     extra_link_args=["-pthread"],
     libraries=["m"],

@@ -63,7 +63,7 @@ void rz_act_set(rz_act *a, const float *x, int n, int K) {
 
 void rz_act_need(rz_act *a, int type, const rz_isa *isa) {
     const int bc = rz_block_cols(type);
-    if (type == RZ_F16 || type == RZ_BF16 || type == RZ_F32) return;  /* float kernels read x */
+    if (rz_types[type].act == RZ_ACT_F32) return;  /* float kernels read x */
     int *have = bc == 32 ? &a->have32 : &a->have256;
     if (*have) return;
     for (int r = 0; r < a->n; r++) isa->quant(a, bc, r, 0, a->K / bc);

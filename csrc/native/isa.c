@@ -48,18 +48,3 @@ const rz_isa *rz_isa_by_name(const char *name) {
         if (strcmp(ALL[i]->name, name) == 0) return rz_isa_supported(ALL[i]) ? ALL[i] : NULL;
     return NULL;
 }
-
-rz_kernel rz_kernel_for(const rz_isa *isa, int type) {
-    switch (type) {
-    case RZ_Q4_0: return isa->q4_0;
-    case RZ_Q4_1: return isa->q4_1;
-    case RZ_Q5_0: return isa->q5_0;
-    case RZ_Q8_0: return isa->q8_0;
-    case RZ_Q4_K: return isa->q4_k;
-    case RZ_Q6_K: return isa->q6_k;
-    case RZ_F16: return isa->f16;
-    case RZ_BF16: return isa->bf16;
-    case RZ_F32: return isa->f32;
-    default: return NULL;
-    }
-}

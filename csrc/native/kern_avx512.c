@@ -10,32 +10,12 @@
  */
 #if defined(__x86_64__)
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma,avx2")
-#include <immintrin.h>
-
-#include "rz.h"
-
-#define INLINE static inline __attribute__((always_inline))
-#define UNROLL _Pragma("GCC unroll 16")
+#include "kern_simd.h"
 
 INLINE __m512i bcast4(const int8_t *p) {
     int32_t v;
     __builtin_memcpy(&v, p, 4);
     return _mm512_set1_epi32(v);
-}
-
-/* Software prefetch of the weights PF_AHEAD bytes ahead, by the first tile only (later tiles find the
- * work unit in cache): the hardware prefetcher alone let the dot products and the memory reads take
- * turns instead of overlapping once a call has several rows to compute. Into L2 (T1), not L1 (T0): the
- * L1 prefetches competed with the activation rows and the kernel's own loads, and at n = 8 on the 1.5B
- * a forward took ~35% less time with T1 (A/B of the two builds, interleaved, 2026-12-02 and 2026-12-06). */
-#ifndef PF_AHEAD /* PF_AHEAD, PF_HINT (and model.c's WORK_BYTES) can be set by CFLAGS for A/B builds */
-#define PF_AHEAD 4096
-#endif
-#ifndef PF_HINT
-#define PF_HINT _MM_HINT_T1
-#endif
-INLINE void prefetch_chunk(const uint8_t *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + PF_AHEAD + o, PF_HINT);
 }
 
 INLINE __m512 load_d16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
@@ -48,193 +28,177 @@ INLINE void store_cols(const rz_tensor *w, int g, float *dst, __m512 v) {
         _mm512_mask_storeu_ps(dst, (__mmask16)((1u << rem) - 1), v);
 }
 
-/* 4-bit nibble span of 32 columns (4 x 64 bytes) -> 8 vectors of 16 rows x 4 columns, in column order */
-INLINE void unpack_nib(const uint8_t *span, __m512i v[8]) {
+/* ---- the quantized types: one unpacker each, one tile driver -------------------------------------------
+ * An unpacker says what the driver needs of a chunk (one K-block of a 16-row group, layouts in rz.h and
+ * layout.h). The driver walks a chunk in steps of 32 columns, each of 2 parts of 16 columns:
+ *   steps, groups  32-column steps per chunk; integer scales per step: 0 (the step's integer sum is the
+ *                  block's, scaled in floats only), 1 (Q4_K), 2 (Q6_K: one per 16 columns)
+ *   unpack         part p of step s: 4 vectors of 16 rows x 4 columns (columns 32s + 16p + 4t, t = 0..3),
+ *                  unsigned bytes as vpdpbusd takes them
+ *   scale          the int32 scale of group gr of step s, per row
+ *   step_end       a row's last integer term of a step (Q6_K's -32 offset through the activation sums)
+ *   fold           a row's float steps of the block into its accumulator, those of kern_ref.c in its order
+ * The hooks are passed as a constant struct to the always-inline driver, which the compiler specializes for
+ * each type and row count (the C11 form of ik_llama.cpp's dequantizer structs and templated driver).
+ */
+typedef struct {
+    size_t bytes;
+    int act, hsums;      /* RZ_ACT_Q32 or RZ_ACT_Q256; 16 or 32: which pair sums the hooks read */
+    int steps, groups;
+    void (*unpack)(const uint8_t *c, int s, int p, __m512i v[4]);
+    __m512i (*scale)(const uint8_t *c, int s, int gr);
+    __m512i (*step_end)(const uint8_t *c, int s, __m512i is, const tile_act *t, int b, int r, int NR);
+    __m512 (*fold)(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR);
+} unpacker;
+
+/* part p of a nibble span: the 4 vectors of columns 16p .. 16p + 15 */
+INLINE void nib4(const uint8_t *span, int p, __m512i v[4]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    UNROLL for (int j = 0; j < 4; j++) {
-        __m512i z = _mm512_loadu_si512(span + 64 * j);
-        v[2 * j] = _mm512_and_si512(z, m4);
-        v[2 * j + 1] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+    UNROLL for (int t = 0; t < 4; t++) {
+        const int k = 16 * p + 4 * t;
+        const __m512i z = _mm512_loadu_si512(span + 64 * rz_nib_vec(k));
+        v[t] = rz_nib_shift(k) ? _mm512_and_si512(_mm512_srli_epi16(z, 4), m4) : _mm512_and_si512(z, m4);
     }
 }
 
-/* Activation pointers of one tile (layouts in rz.h): NR rows side by side per 4 columns and per block. */
-#define TILE_PTRS(Q, D)                                                                       \
-    const int r0 = a->tile_r0[tile];                                                          \
-    const int8_t *qt = a->Q + (size_t)r0 * K;                                                 \
-    const float *dt = a->D + (size_t)r0 * nb;
-
-/* ---- 32-column block types ---------------------------------------------------------------------------- */
-enum { T_Q8_0, T_Q4_0, T_Q5_0, T_Q4_1 };
-
-/* Per block: the 8 weight vectors once, then for each of them every row's dot product (rows innermost, so
- * the NR accumulator chains interleave); with few rows two chains a row keep the VNNI unit busy. */
-INLINE void tile32(const int T, const rz_tensor *w, int g, const rz_act *a, int tile, const int NR, float *out, int ldo) {
-    const int K = w->cols, nb = w->blocks;
-    const size_t cb = w->chunk_bytes;
-    const uint8_t *wg = w->data + (size_t)g * w->group_bytes;
-    TILE_PTRS(q32, d32)
-    const int32_t *st = a->s32 + (size_t)r0 * nb;
-    const int SPLIT = NR <= 3 ? 2 : 1;
-    __m512 acc[RZ_TILE];
-    UNROLL for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *chunk = wg + b * cb;
-        if (tile == 0) prefetch_chunk(chunk, cb);
-        __m512i v[8];
-        __m512 dw, mw = _mm512_setzero_ps();
-        int off = 0;
-        if (T == T_Q8_0) {
-            const rp_q8_0 *c = (const rp_q8_0 *)chunk;
-            UNROLL for (int j = 0; j < 8; j++) v[j] = _mm512_loadu_si512(c->qs[j]);
-            dw = load_d16(c->d);
-            off = 128;
-        } else if (T == T_Q4_0) {
-            const rp_q4_0 *c = (const rp_q4_0 *)chunk;
-            unpack_nib(&c->qs[0][0], v);
-            dw = load_d16(c->d);
-            off = 8;
-        } else if (T == T_Q5_0) {
-            const rp_q5_0 *c = (const rp_q5_0 *)chunk;
-            unpack_nib(&c->qs[0][0], v);
-            const __m512i b4 = _mm512_set1_epi8(0x10);
-            UNROLL for (int j = 0; j < 4; j++) {
-                v[2 * j] = _mm512_mask_add_epi8(v[2 * j], _cvtu64_mask64(c->qh[j][0]), v[2 * j], b4);
-                v[2 * j + 1] = _mm512_mask_add_epi8(v[2 * j + 1], _cvtu64_mask64(c->qh[j][1]), v[2 * j + 1], b4);
-            }
-            dw = load_d16(c->d);
-            off = 16;
-        } else {
-            const rp_q4_1 *c = (const rp_q4_1 *)chunk;
-            unpack_nib(&c->qs[0][0], v);
-            dw = load_d16(c->d);
-            mw = load_d16(c->m);
-        }
-        const int8_t *qb = qt + (size_t)b * 8 * NR * 4;
-        __m512i s[2][RZ_TILE];
-        UNROLL for (int h = 0; h < SPLIT; h++) UNROLL for (int r = 0; r < NR; r++) s[h][r] = _mm512_setzero_si512();
-        UNROLL for (int j = 0; j < 8; j++) UNROLL for (int r = 0; r < NR; r++) {
-            const int h = SPLIT == 2 ? (j & 1) : 0;
-            s[h][r] = _mm512_dpbusd_epi32(s[h][r], v[j], bcast4(qb + (j * NR + r) * 4));
-        }
-        UNROLL for (int r = 0; r < NR; r++) {
-            __m512i sr = SPLIT == 2 ? _mm512_add_epi32(s[0][r], s[1][r]) : s[0][r];
-            const float da = dt[b * NR + r];
-            const int32_t sa = st[b * NR + r];
-            if (off) sr = _mm512_sub_epi32(sr, _mm512_set1_epi32(off * sa));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sr), _mm512_mul_ps(dw, _mm512_set1_ps(da)), acc[r]);
-            if (T == T_Q4_1) acc[r] = _mm512_fmadd_ps(mw, _mm512_set1_ps(da * (float)sa), acc[r]);
-        }
-    }
-    UNROLL for (int r = 0; r < NR; r++) store_cols(w, g, out + (size_t)(r0 + r) * ldo + g * RZ_GROUP, acc[r]);
+INLINE __m512i no_scale(const uint8_t *c, int s, int gr) { (void)c, (void)s, (void)gr; return _mm512_setzero_si512(); }
+INLINE __m512i no_step_end(const uint8_t *c, int s, __m512i is, const tile_act *t, int b, int r, int NR) {
+    (void)c, (void)s, (void)t, (void)b, (void)r, (void)NR;
+    return is;
 }
 
-/* ---- Q4_K: 256 columns, 8 sub-blocks of 32 with integer scales and minimums ------------------------------ */
-INLINE void tile_q4_k(const rz_tensor *w, int g, const rz_act *a, int tile, const int NR, float *out, int ldo) {
-    const int K = w->cols, nb = w->blocks;
+/* 32-column types: acc += (float)(sum - off * sum_a) * (d_w * d_a) [+ m_w * (d_a * sum_a)] */
+INLINE __m512 fold32(const uint16_t *d, const uint16_t *m, int off, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    const float da = t->d[b * NR + r];
+    const int32_t sa = t->s[b * NR + r];
+    if (off) is = _mm512_sub_epi32(is, _mm512_slli_epi32(_mm512_set1_epi32(sa), __builtin_ctz(off)));  /* off: 8, 16, 128 */
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(load_d16(d), _mm512_set1_ps(da)), acc);
+    if (m) acc = _mm512_fmadd_ps(load_d16(m), _mm512_set1_ps(da * (float)sa), acc);
+    return acc;
+}
+
+/* Q8_0: q + 128 already unsigned */
+INLINE void q8_0_unpack(const uint8_t *c, int s, int p, __m512i v[4]) {
+    (void)s;
+    UNROLL for (int t = 0; t < 4; t++) v[t] = _mm512_loadu_si512(((const rp_q8_0 *)c)->qs[rz_q8_vec(16 * p + 4 * t)]);
+}
+INLINE __m512 q8_0_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    return fold32(((const rp_q8_0 *)c)->d, NULL, 128, is, acc, t, b, r, NR);
+}
+
+/* Q4_0: q - 8 */
+INLINE void q4_0_unpack(const uint8_t *c, int s, int p, __m512i v[4]) { (void)s; nib4(&((const rp_q4_0 *)c)->qs[0][0], p, v); }
+INLINE __m512 q4_0_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    return fold32(((const rp_q4_0 *)c)->d, NULL, 8, is, acc, t, b, r, NR);
+}
+
+/* Q4_1: d q + m */
+INLINE void q4_1_unpack(const uint8_t *c, int s, int p, __m512i v[4]) { (void)s; nib4(&((const rp_q4_1 *)c)->qs[0][0], p, v); }
+INLINE __m512 q4_1_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    return fold32(((const rp_q4_1 *)c)->d, ((const rp_q4_1 *)c)->m, 0, is, acc, t, b, r, NR);
+}
+
+/* Q5_0: the nibbles plus 16 where the column's mask bit is set; q - 16 */
+INLINE void q5_0_unpack(const uint8_t *c, int s, int p, __m512i v[4]) {
+    (void)s;
+    const rp_q5_0 *q = (const rp_q5_0 *)c;
+    nib4(&q->qs[0][0], p, v);
+    UNROLL for (int t = 0; t < 4; t++)
+        v[t] = _mm512_mask_add_epi8(v[t], _cvtu64_mask64((&q->qh[0][0])[rz_q5_qh_word(16 * p + 4 * t)]), v[t], _mm512_set1_epi8(0x10));
+}
+INLINE __m512 q5_0_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    return fold32(((const rp_q5_0 *)c)->d, NULL, 16, is, acc, t, b, r, NR);
+}
+
+/* Q4_K: 8 sub-blocks of 32 (one a step) with 6-bit scales and minimums; the minimums at the block's end */
+INLINE void q4_k_unpack(const uint8_t *c, int s, int p, __m512i v[4]) { nib4(&((const rp_q4_k *)c)->qs[0][0] + rz_q4k_span(s), p, v); }
+INLINE __m512i q4_k_scale(const uint8_t *c, int s, int gr) {
+    (void)gr;
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)((const rp_q4_k *)c)->sc[s]));
+}
+INLINE __m512 q4_k_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    const rp_q4_k *q = (const rp_q4_k *)c;
+    __m512i m = _mm512_setzero_si512();
+    UNROLL for (int i = 0; i < 4; i++)  /* minimums of sub-blocks 2i, 2i + 1 against the pair sums */
+        m = _mm512_dpwssd_epi32(m, _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)q->m[i])),
+                                _mm512_set1_epi32(act_pair(t, 4 * b + i, r, NR)));
+    const __m512 da = _mm512_set1_ps(t->d[b * NR + r]);
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(load_d16(q->d), da), acc);
+    return _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(load_d16(q->dmin), da), acc);
+}
+
+/* Q6_K: 16 sub-blocks of 16 (two a step) with int8 scales; 6-bit q unsigned, the -32 through the sums */
+INLINE void q6_k_unpack(const uint8_t *c, int s, int p, __m512i v[4]) {
+    const rp_q6_k *q = (const rp_q6_k *)c;  /* the layout repeats every 32 columns: step s is 32 s further */
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    nib4(&q->ql[0][0] + s * rz_q6k_span(32), p, v);
+    const __m512i hb = _mm512_loadu_si512(q->qh[s * rz_q6k_qh_vec(32) + rz_q6k_qh_vec(16 * p)]);
+    UNROLL for (int t = 0; t < 4; t++) {  /* the high bits to bits 4-5; 0xf8: a | (b & c) */
+        const int sh = rz_q6k_qh_shift(16 * p + 4 * t);
+        const __m512i h = sh < 4 ? _mm512_slli_epi16(hb, 4 - sh) : sh > 4 ? _mm512_srli_epi16(hb, sh - 4) : hb;
+        v[t] = _mm512_ternarylogic_epi32(v[t], h, m30, 0xf8);
+    }
+}
+INLINE __m512i q6_k_scales(const uint8_t *c, int s) {  /* int16 pairs: sub-blocks 2s, 2s + 1 */
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)((const rp_q6_k *)c)->sc[s * rz_q6k_sc_pair(2)]));
+}
+INLINE __m512i q6_k_scale(const uint8_t *c, int s, int gr) {
+    const __m512i scp = q6_k_scales(c, s);
+    return rz_q6k_sc_slot(gr) ? _mm512_srai_epi32(scp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(scp, 16), 16);
+}
+/* -32 * (sc_2s * sum16_2s + sc_2s+1 * sum16_2s+1), as int16 pairs: |sc * 32| <= 4096 */
+INLINE __m512i q6_k_step_end(const uint8_t *c, int s, __m512i is, const tile_act *t, int b, int r, int NR) {
+    const __m512i scn = _mm512_mullo_epi16(q6_k_scales(c, s), _mm512_set1_epi16(-32));
+    return _mm512_dpwssd_epi32(is, scn, _mm512_set1_epi32(act_pair(t, 8 * b + s, r, NR)));
+}
+INLINE __m512 q6_k_fold(const uint8_t *c, __m512i is, __m512 acc, const tile_act *t, int b, int r, int NR) {
+    const __m512 da = _mm512_set1_ps(t->d[b * NR + r]);
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(load_d16(((const rp_q6_k *)c)->d), da), acc);
+}
+
+#define UNPACKER32(t) {sizeof(rp_##t), RZ_ACT_Q32, 0, 1, 0, t##_unpack, no_scale, no_step_end, t##_fold}
+static const unpacker U_Q8_0 = UNPACKER32(q8_0), U_Q4_0 = UNPACKER32(q4_0), U_Q4_1 = UNPACKER32(q4_1),
+                      U_Q5_0 = UNPACKER32(q5_0);
+static const unpacker U_Q4_K = {sizeof(rp_q4_k), RZ_ACT_Q256, 32, 8, 1, q4_k_unpack, q4_k_scale, no_step_end, q4_k_fold};
+static const unpacker U_Q6_K = {sizeof(rp_q6_k), RZ_ACT_Q256, 16, 8, 2, q6_k_unpack, q6_k_scale, q6_k_step_end, q6_k_fold};
+
+/* The tile driver: NR activation rows (a compile-time constant) x the 16 rows of group g. Per step each
+ * part's 4 weight vectors are unpacked once and then applied to every row (rows innermost, so the NR
+ * accumulator chains interleave; with few rows two chains a row keep the VNNI unit busy). */
+INLINE void drive(const unpacker U, const rz_tensor *w, int g, const rz_act *a, int tile, const int NR, float *out, int ldo) {
+    const int K = w->cols, nb = w->blocks, r0 = a->tile_r0[tile];
     const uint8_t *wg = w->data + (size_t)g * w->group_bytes;
-    TILE_PTRS(q256, d256)
-    const int16_t *ht = a->h32 + (size_t)r0 * (K / 32);
-    const int SPLIT = NR <= 3 ? 2 : 1;
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const tile_act t = tile_act_of(a, tile, U.act, U.hsums, K, nb);
+    const int SPLIT = NR <= 3 ? 2 : 1, G = U.groups ? U.groups : 1;
     __m512 acc[RZ_TILE];
     UNROLL for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const rp_q4_k *c = (const rp_q4_k *)(wg + b * sizeof(rp_q4_k));
-        if (tile == 0) prefetch_chunk((const uint8_t *)c, sizeof *c);
+        const uint8_t *c = wg + b * U.bytes;
+        if (tile == 0) prefetch_chunk(c, U.bytes);
         __m512i is[RZ_TILE];
         UNROLL for (int r = 0; r < NR; r++) is[r] = _mm512_setzero_si512();
-        for (int j = 0; j < 8; j++) {
-            const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)c->sc[j]));
-            const int8_t *qb = qt + (size_t)(64 * b + 8 * j) * NR * 4;
-            __m512i p[2][RZ_TILE];
-            UNROLL for (int h = 0; h < SPLIT; h++) UNROLL for (int r = 0; r < NR; r++) p[h][r] = _mm512_setzero_si512();
-            UNROLL for (int half = 0; half < 2; half++) {
-                const __m512i z0 = _mm512_loadu_si512(c->qs[4 * j + 2 * half]);
-                const __m512i z1 = _mm512_loadu_si512(c->qs[4 * j + 2 * half + 1]);
-                const __m512i v[4] = {_mm512_and_si512(z0, m4), _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4),
-                                      _mm512_and_si512(z1, m4), _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4)};
-                UNROLL for (int t = 0; t < 4; t++) UNROLL for (int r = 0; r < NR; r++) {
-                    const int h = SPLIT == 2 ? (t & 1) : 0;
-                    p[h][r] = _mm512_dpbusd_epi32(p[h][r], v[t], bcast4(qb + ((4 * half + t) * NR + r) * 4));
-                }
-            }
-            UNROLL for (int r = 0; r < NR; r++) {
-                const __m512i pr = SPLIT == 2 ? _mm512_add_epi32(p[0][r], p[1][r]) : p[0][r];
-                is[r] = _mm512_add_epi32(is[r], _mm512_mullo_epi32(pr, sc));
-            }
-        }
-        __m512i mp[4];
-        UNROLL for (int i = 0; i < 4; i++) mp[i] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)c->m[i]));
-        const __m512 dw = load_d16(c->d), dmw = load_d16(c->dmin);
-        UNROLL for (int r = 0; r < NR; r++) {
-            __m512i m = _mm512_setzero_si512();
-            UNROLL for (int i = 0; i < 4; i++) {
-                int32_t pair;
-                __builtin_memcpy(&pair, ht + ((size_t)(4 * b + i) * NR + r) * 2, 4);
-                m = _mm512_dpwssd_epi32(m, mp[i], _mm512_set1_epi32(pair));
-            }
-            const __m512 da = _mm512_set1_ps(dt[b * NR + r]);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r]), _mm512_mul_ps(dw, da), acc[r]);
-            acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmw, da), acc[r]);
-        }
-    }
-    UNROLL for (int r = 0; r < NR; r++) store_cols(w, g, out + (size_t)(r0 + r) * ldo + g * RZ_GROUP, acc[r]);
-}
-
-/* ---- Q6_K: 256 columns, 16 sub-blocks of 16 with int8 scales; q - 32 via the activation sums ------------ */
-INLINE void tile_q6_k(const rz_tensor *w, int g, const rz_act *a, int tile, const int NR, float *out, int ldo) {
-    const int K = w->cols, nb = w->blocks;
-    const uint8_t *wg = w->data + (size_t)g * w->group_bytes;
-    TILE_PTRS(q256, d256)
-    const int16_t *ht = a->h16 + (size_t)r0 * (K / 16);
-    const int SPLIT = NR <= 3 ? 2 : 1;
-    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    __m512 acc[RZ_TILE];
-    UNROLL for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        const rp_q6_k *c = (const rp_q6_k *)(wg + b * sizeof(rp_q6_k));
-        if (tile == 0) prefetch_chunk((const uint8_t *)c, sizeof *c);
-        __m512i is[RZ_TILE];
-        UNROLL for (int r = 0; r < NR; r++) is[r] = _mm512_setzero_si512();
-        for (int i = 0; i < 8; i++) {
-            const __m512i scp = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)c->sc[i]));
-            UNROLL for (int half = 0; half < 2; half++) {
-                const int j = 2 * i + half;
-                const __m512i scj = half ? _mm512_srai_epi32(scp, 16) : _mm512_srai_epi32(_mm512_slli_epi32(scp, 16), 16);
-                const __m512i z0 = _mm512_loadu_si512(c->ql[2 * j]), z1 = _mm512_loadu_si512(c->ql[2 * j + 1]);
-                const __m512i hb = _mm512_loadu_si512(c->qh[j]);
-                __m512i u[4];
-                /* 0xf8: a | (b & c) */
-                u[0] = _mm512_ternarylogic_epi32(_mm512_and_si512(z0, m4), _mm512_slli_epi16(hb, 4), m30, 0xf8);
-                u[1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), _mm512_slli_epi16(hb, 2), m30, 0xf8);
-                u[2] = _mm512_ternarylogic_epi32(_mm512_and_si512(z1, m4), hb, m30, 0xf8);
-                u[3] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), _mm512_srli_epi16(hb, 2), m30, 0xf8);
-                const int8_t *qb = qt + (size_t)(64 * b + 4 * j) * NR * 4;
+        const int8_t *qs = t.q + (size_t)b * U.steps * 8 * NR * 4;
+        for (int s = 0; s < U.steps; s++, qs += 8 * NR * 4) {
+            UNROLL for (int gr = 0; gr < G; gr++) {
+                const __m512i sc = U.scale(c, s, gr);
                 __m512i p[2][RZ_TILE];
                 UNROLL for (int h = 0; h < SPLIT; h++) UNROLL for (int r = 0; r < NR; r++) p[h][r] = _mm512_setzero_si512();
-                UNROLL for (int t = 0; t < 4; t++) UNROLL for (int r = 0; r < NR; r++) {
-                    const int h = SPLIT == 2 ? (t & 1) : 0;
-                    p[h][r] = _mm512_dpbusd_epi32(p[h][r], u[t], bcast4(qb + (t * NR + r) * 4));
+                UNROLL for (int part = gr * 2 / G; part < (gr + 1) * 2 / G; part++) {
+                    __m512i v[4];
+                    U.unpack(c, s, part, v);
+                    UNROLL for (int j = 0; j < 4; j++) UNROLL for (int r = 0; r < NR; r++) {
+                        const int h = SPLIT == 2 ? (j & 1) : 0;
+                        p[h][r] = _mm512_dpbusd_epi32(p[h][r], v[j], bcast4(qs + ((4 * part + j) * NR + r) * 4));
+                    }
                 }
                 UNROLL for (int r = 0; r < NR; r++) {
                     const __m512i pr = SPLIT == 2 ? _mm512_add_epi32(p[0][r], p[1][r]) : p[0][r];
-                    is[r] = _mm512_add_epi32(is[r], _mm512_mullo_epi32(pr, scj));
+                    is[r] = U.groups ? _mm512_add_epi32(is[r], _mm512_mullo_epi32(pr, sc)) : pr;
                 }
             }
-            /* -32 * (sc_2i * sum16_2i + sc_2i+1 * sum16_2i+1), as int16 pairs: |sc * 32| <= 4096 */
-            const __m512i scn = _mm512_mullo_epi16(scp, _mm512_set1_epi16(-32));
-            UNROLL for (int r = 0; r < NR; r++) {
-                int32_t pair;
-                __builtin_memcpy(&pair, ht + ((size_t)(8 * b + i) * NR + r) * 2, 4);
-                is[r] = _mm512_dpwssd_epi32(is[r], scn, _mm512_set1_epi32(pair));
-            }
+            UNROLL for (int r = 0; r < NR; r++) is[r] = U.step_end(c, s, is[r], &t, b, r, NR);
         }
-        const __m512 dw = load_d16(c->d);
-        UNROLL for (int r = 0; r < NR; r++) {
-            const __m512 da = _mm512_set1_ps(dt[b * NR + r]);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r]), _mm512_mul_ps(dw, da), acc[r]);
-        }
+        UNROLL for (int r = 0; r < NR; r++) acc[r] = U.fold(c, is[r], acc[r], &t, b, r, NR);
     }
     UNROLL for (int r = 0; r < NR; r++) store_cols(w, g, out + (size_t)(r0 + r) * ldo + g * RZ_GROUP, acc[r]);
 }
@@ -265,40 +229,26 @@ INLINE void tile_float(const int T, const rz_tensor *w, int g, const rz_act *a, 
     UNROLL for (int r = 0; r < NR; r++) store_cols(w, g, out + (size_t)(r0 + r) * ldo + g * RZ_GROUP, acc[r]);
 }
 
-/* ---- entry points: one per type, the tile's row count made a constant for the compiler --------------- */
-#define DISPATCH(TILE_CALL)                                                   \
-    for (int g = g0; g < g1; g++) switch (a->tile_nr[tile]) {                 \
-        case 1: TILE_CALL(1); break;                                          \
-        case 2: TILE_CALL(2); break;                                          \
-        case 3: TILE_CALL(3); break;                                          \
-        case 4: TILE_CALL(4); break;                                          \
-        case 5: TILE_CALL(5); break;                                          \
-        case 6: TILE_CALL(6); break;                                          \
-        case 7: TILE_CALL(7); break;                                          \
-        default: TILE_CALL(8); break;                                         \
-        }
-
-#define CALL32_T_Q8_0(N) tile32(T_Q8_0, w, g, a, tile, N, out, ldo)
-#define CALL32_T_Q4_0(N) tile32(T_Q4_0, w, g, a, tile, N, out, ldo)
-#define CALL32_T_Q5_0(N) tile32(T_Q5_0, w, g, a, tile, N, out, ldo)
-#define CALL32_T_Q4_1(N) tile32(T_Q4_1, w, g, a, tile, N, out, ldo)
+/* ---- entry points: one per type ------------------------------------------------------------------- */
 #define CALLF_T_F16(N) tile_float(T_F16, w, g, a, tile, N, out, ldo)
 #define CALLF_T_BF16(N) tile_float(T_BF16, w, g, a, tile, N, out, ldo)
 #define CALLF_T_F32(N) tile_float(T_F32, w, g, a, tile, N, out, ldo)
-#define CALL_Q4K(N) tile_q4_k(w, g, a, tile, N, out, ldo)
-#define CALL_Q6K(N) tile_q6_k(w, g, a, tile, N, out, ldo)
+#define CALL_Q8_0(N) drive(U_Q8_0, w, g, a, tile, N, out, ldo)
+#define CALL_Q4_0(N) drive(U_Q4_0, w, g, a, tile, N, out, ldo)
+#define CALL_Q4_1(N) drive(U_Q4_1, w, g, a, tile, N, out, ldo)
+#define CALL_Q5_0(N) drive(U_Q5_0, w, g, a, tile, N, out, ldo)
+#define CALL_Q4_K(N) drive(U_Q4_K, w, g, a, tile, N, out, ldo)
+#define CALL_Q6_K(N) drive(U_Q6_K, w, g, a, tile, N, out, ldo)
 
-#define ENTRY(NAME, CALL) \
-    static void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { DISPATCH(CALL) }
-ENTRY(k_q8_0, CALL32_T_Q8_0)
-ENTRY(k_q4_0, CALL32_T_Q4_0)
-ENTRY(k_q5_0, CALL32_T_Q5_0)
-ENTRY(k_q4_1, CALL32_T_Q4_1)
-ENTRY(k_q4_k, CALL_Q4K)
-ENTRY(k_q6_k, CALL_Q6K)
-ENTRY(k_f16, CALLF_T_F16)
-ENTRY(k_bf16, CALLF_T_BF16)
-ENTRY(k_f32, CALLF_T_F32)
+RZ_ENTRY(rz_mm_q8_0_avx512, CALL_Q8_0)
+RZ_ENTRY(rz_mm_q4_0_avx512, CALL_Q4_0)
+RZ_ENTRY(rz_mm_q5_0_avx512, CALL_Q5_0)
+RZ_ENTRY(rz_mm_q4_1_avx512, CALL_Q4_1)
+RZ_ENTRY(rz_mm_q4_k_avx512, CALL_Q4_K)
+RZ_ENTRY(rz_mm_q6_k_avx512, CALL_Q6_K)
+RZ_ENTRY(rz_mm_f16_avx512, CALLF_T_F16)
+RZ_ENTRY(rz_mm_bf16_avx512, CALLF_T_BF16)
+RZ_ENTRY(rz_mm_f32_avx512, CALLF_T_F32)
 
 #define RZ_LOAD_F16X16(p) ((v16f)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p))))
 #define RZ_FMA16(a, b, c) ((v16f)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
@@ -307,7 +257,7 @@ ENTRY(k_f32, CALLF_T_F32)
 #include "ops_impl.h"
 
 const rz_isa rz_isa_avx512 = {
-    "avx512-vnni", k_q4_0, k_q4_1, k_q5_0, k_q8_0, k_q4_k, k_q6_k, k_f16, k_bf16, k_f32,
+    "avx512-vnni", RZ_ISA_AVX512,
     attention_avx512, rmsnorm_avx512, swiglu_avx512, quant_avx512,
 };
 #endif

@@ -15,6 +15,7 @@
  */
 #include <math.h>
 
+#include "layout.h"
 #include "rz.h"
 
 #define GROUP_LOOP(...)                                                                           \
@@ -31,63 +32,59 @@
         }                                                                                         \
     }
 
-static inline int nib(const uint8_t *span, int lane, int k) {
-    return (span[(k >> 3) * 64 + lane * 4 + (k & 3)] >> ((k & 4) ? 4 : 0)) & 15;
-}
-
-static void k_q8_0(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q8_0_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
             const rp_q8_0 *c = (const rp_q8_0 *)(wg + b * sizeof(rp_q8_0));
             int32_t s = 0;
-            for (int k = 0; k < 32; k++) s += c->qs[k >> 2][lane * 4 + (k & 3)] * a->q32[rz_act_qi(a, r, 32 * b + k)];
+            for (int k = 0; k < 32; k++) s += c->qs[rz_q8_vec(k)][rz_lane_byte(lane, k)] * a->q32[rz_act_qi(a, r, 32 * b + k)];
             s -= 128 * a->s32[rz_act_bi(a, r, b, nb)];
             acc = fmaf((float)s, rz_f16_to_f32(c->d[lane]) * a->d32[rz_act_bi(a, r, b, nb)], acc);
         })
 }
 
-static void k_q4_0(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q4_0_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
             const rp_q4_0 *c = (const rp_q4_0 *)(wg + b * sizeof(rp_q4_0));
             int32_t s = 0;
-            for (int k = 0; k < 32; k++) s += nib(&c->qs[0][0], lane, k) * a->q32[rz_act_qi(a, r, 32 * b + k)];
+            for (int k = 0; k < 32; k++) s += rz_nib_get(&c->qs[0][0], lane, k) * a->q32[rz_act_qi(a, r, 32 * b + k)];
             s -= 8 * a->s32[rz_act_bi(a, r, b, nb)];
             acc = fmaf((float)s, rz_f16_to_f32(c->d[lane]) * a->d32[rz_act_bi(a, r, b, nb)], acc);
         })
 }
 
-static void k_q4_1(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q4_1_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
             const rp_q4_1 *c = (const rp_q4_1 *)(wg + b * sizeof(rp_q4_1));
             int32_t s = 0;
-            for (int k = 0; k < 32; k++) s += nib(&c->qs[0][0], lane, k) * a->q32[rz_act_qi(a, r, 32 * b + k)];
+            for (int k = 0; k < 32; k++) s += rz_nib_get(&c->qs[0][0], lane, k) * a->q32[rz_act_qi(a, r, 32 * b + k)];
             float da = a->d32[rz_act_bi(a, r, b, nb)];
             acc = fmaf((float)s, rz_f16_to_f32(c->d[lane]) * da, acc);
             acc = fmaf(rz_f16_to_f32(c->m[lane]), da * (float)a->s32[rz_act_bi(a, r, b, nb)], acc);
         })
 }
 
-static void k_q5_0(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q5_0_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
             const rp_q5_0 *c = (const rp_q5_0 *)(wg + b * sizeof(rp_q5_0));
             int32_t s = 0;
             for (int k = 0; k < 32; k++) {
-                int hi = (c->qh[k >> 3][(k >> 2) & 1] >> (lane * 4 + (k & 3))) & 1;
-                s += (nib(&c->qs[0][0], lane, k) | hi << 4) * a->q32[rz_act_qi(a, r, 32 * b + k)];
+                int hi = ((&c->qh[0][0])[rz_q5_qh_word(k)] >> rz_q5_qh_bit(lane, k)) & 1;
+                s += (rz_nib_get(&c->qs[0][0], lane, k) | hi << 4) * a->q32[rz_act_qi(a, r, 32 * b + k)];
             }
             s -= 16 * a->s32[rz_act_bi(a, r, b, nb)];
             acc = fmaf((float)s, rz_f16_to_f32(c->d[lane]) * a->d32[rz_act_bi(a, r, b, nb)], acc);
         })
 }
 
-static void k_q4_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q4_k_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
@@ -95,9 +92,9 @@ static void k_q4_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile
             int32_t s = 0, m = 0;
             for (int j = 0; j < 8; j++) {
                 int32_t p = 0;
-                for (int k = 0; k < 32; k++) p += nib(&c->qs[0][0] + j * 256, lane, k) * a->q256[rz_act_qi(a, r, 256 * b + 32 * j + k)];
+                for (int k = 0; k < 32; k++) p += rz_nib_get(&c->qs[0][0] + rz_q4k_span(j), lane, k) * a->q256[rz_act_qi(a, r, 256 * b + 32 * j + k)];
                 s += c->sc[j][lane] * p;
-                m += c->m[j >> 1][lane][j & 1] * a->h32[rz_act_pi(a, r, 8 * b + j, w->cols / 32)];
+                m += c->m[rz_q4k_min_pair(j)][lane][rz_q4k_min_slot(j)] * a->h32[rz_act_pi(a, r, 8 * b + j, w->cols / 32)];
             }
             float da = a->d256[rz_act_bi(a, r, b, nb)];
             acc = fmaf((float)s, rz_f16_to_f32(c->d[lane]) * da, acc);
@@ -105,7 +102,7 @@ static void k_q4_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile
         })
 }
 
-static void k_q6_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
+void rz_mm_q6_k_c(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) {
     int nb = w->blocks;
     GROUP_LOOP(
         for (int b = 0; b < nb; b++) {
@@ -115,12 +112,11 @@ static void k_q6_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile
                 int32_t p = 0;
                 for (int kk = 0; kk < 16; kk++) {
                     int k = 16 * j + kk;
-                    int lo = nib(&c->ql[0][0] + (k >> 5) * 256, lane, k & 31);
-                    int shift = 2 * (((kk >> 3) << 1) | ((kk >> 2) & 1));
-                    int hi = (c->qh[j][lane * 4 + (kk & 3)] >> shift) & 3;
+                    int lo = rz_nib_get(&c->ql[0][0] + rz_q6k_span(k), lane, k & 31);
+                    int hi = (c->qh[rz_q6k_qh_vec(k)][rz_lane_byte(lane, k)] >> rz_q6k_qh_shift(k)) & 3;
                     p += (lo | hi << 4) * a->q256[rz_act_qi(a, r, 256 * b + k)];
                 }
-                int sc = c->sc[j >> 1][lane][j & 1];
+                int sc = c->sc[rz_q6k_sc_pair(j)][lane][rz_q6k_sc_slot(j)];
                 s += sc * p;
                 o += sc * a->h16[rz_act_pi(a, r, 16 * b + j, w->cols / 16)];
             }
@@ -130,7 +126,7 @@ static void k_q6_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile
 }
 
 #define FLOAT_KERNEL(NAME, T, CONV)                                                                   \
-    static void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { \
+    void NAME(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { \
         int K = w->cols, nb = w->blocks;                                                              \
         GROUP_LOOP(                                                                                   \
             const float *x = a->x + (size_t)r * K;                                                    \
@@ -141,14 +137,14 @@ static void k_q6_k(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile
     }
 
 static inline float id_f32(float v) { return v; }
-FLOAT_KERNEL(k_f16, rp_f16, rz_f16_to_f32)
-FLOAT_KERNEL(k_bf16, rp_f16, rz_bf16_to_f32)
-FLOAT_KERNEL(k_f32, rp_f32, id_f32)
+FLOAT_KERNEL(rz_mm_f16_c, rp_f16, rz_f16_to_f32)
+FLOAT_KERNEL(rz_mm_bf16_c, rp_f16, rz_bf16_to_f32)
+FLOAT_KERNEL(rz_mm_f32_c, rp_f32, id_f32)
 
 #define RZ_OPS_SUFFIX ref
 #include "ops_impl.h"
 
 const rz_isa rz_isa_ref = {
-    "c", k_q4_0, k_q4_1, k_q5_0, k_q8_0, k_q4_k, k_q6_k, k_f16, k_bf16, k_f32,
+    "c", RZ_ISA_C,
     attention_ref, rmsnorm_ref, swiglu_ref, quant_ref,
 };

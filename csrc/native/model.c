@@ -301,7 +301,7 @@ static void quant_worker(void *varg, int ith, int nth) {
 
 /* quantize a for weights w (once per format), with the SwiGLU of (a->x, up) first if up is given */
 static void need_par(rz_pool *pool, const rz_isa *isa, rz_act *a, const rz_tensor *w, const float *up) {
-    const int t = w->type, is_float = t == RZ_F16 || t == RZ_BF16 || t == RZ_F32;
+    const int t = w->type, is_float = rz_types[t].act == RZ_ACT_F32;
     quant_job j;
     j.a = a;
     j.isa = isa;

@@ -80,12 +80,6 @@ typedef struct {
     uint8_t *data;         /* groups * group_bytes, 64-byte aligned */
 } rz_tensor;
 
-int rz_block_cols(int type);              /* 32 or 256; 0 if unsupported */
-size_t rz_chunk_bytes(int type);
-size_t rz_src_row_bytes(int type, int cols);
-int rz_type_supported(int type);
-const char *rz_type_name(int type);
-
 /* repack `rows` GGUF rows of `cols` columns (row stride src_row_bytes); returns 0, or -1 with *bad the first
  * row whose scales are not finite (a corrupt file) */
 int rz_tensor_init(rz_tensor *t, int type, int rows, int cols, const uint8_t *src, size_t src_row_bytes, int *bad);
@@ -163,11 +157,14 @@ typedef struct rz_attn {
 
 /* ---- kernels ---------------------------------------------------------------------------------------- */
 /* out[r * ldo + c] for the rows of activation tile `tile` and the columns of groups g0..g1-1 */
-typedef void (*rz_kernel)(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo);
+typedef void rz_kernel_fn(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo);
+typedef rz_kernel_fn *rz_kernel;
+
+enum { RZ_ISA_C, RZ_ISA_AVX2, RZ_ISA_AVX512, RZ_ISA_COUNT };
 
 typedef struct rz_isa {
     const char *name;
-    rz_kernel q4_0, q4_1, q5_0, q8_0, q4_k, q6_k, f16, bf16, f32;
+    int id;                /* RZ_ISA_*: the column of rz_type.kernel */
     /* transformer pieces (ops_impl.h), compiled per instruction set from one source, equal on all */
     void (*attention)(const struct rz_attn *a, int kv_head, int row0, int row1, float *scratch);
     void (*rmsnorm)(const float *x, const float *w, float eps, int dim, float *out);
@@ -183,6 +180,43 @@ extern const rz_isa rz_isa_avx512;
 const rz_isa *rz_isa_best(void);
 const rz_isa *rz_isa_by_name(const char *name);  /* NULL if unknown or this CPU lacks it */
 int rz_isa_supported(const rz_isa *isa);
+
+/* ---- the weight types: one row each in types.c --------------------------------------------------------
+ * What the repacker, the tests' dequantization, the activation quantizer and the matmul dispatch need to
+ * know of a type, in one place (the shape of ggml-cpu's type_traits_cpu). A new type is a row there, its
+ * rp_* chunk with accessors in layout.h, a pack and a dequant function in repack.c, its reference kernel
+ * in kern_ref.c and one unpacker per SIMD instruction set under that set's tile driver. */
+enum { RZ_ACT_F32, RZ_ACT_Q32, RZ_ACT_Q256 };  /* activation form the kernels read: x, or int8 per 32 / 256 */
+
+typedef int rz_pack_fn(const uint8_t *src, uint8_t *chunk, int r);  /* a GGUF block into lane r; 0: scale not finite */
+typedef void rz_dequant_fn(const uint8_t *chunk, int r, float *y);  /* lane r of a chunk: block_cols floats */
+
+typedef struct {
+    const char *name;
+    int block_cols;        /* columns per block (0: an unsupported type) */
+    int act;               /* RZ_ACT_* */
+    size_t src_bytes;      /* one GGUF block */
+    size_t chunk_bytes;    /* one repacked block of a 16-row group */
+    rz_pack_fn *pack;
+    rz_dequant_fn *dequant;
+    rz_kernel kernel[RZ_ISA_COUNT];  /* by rz_isa.id; NULL where this build has no such instruction set */
+} rz_type;
+
+#define RZ_TYPE_COUNT 31   /* GGML ids 0..30 */
+extern const rz_type rz_types[RZ_TYPE_COUNT];
+
+/* the functions of every type, named by it: rz_pack_<t>, rz_dequant_<t>, rz_mm_<t>_<instruction set> */
+#define RZ_FOR_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q8_0) X(q4_k) X(q6_k) X(f16) X(bf16) X(f32)
+#define RZ_DECLARE_TYPE(t) rz_pack_fn rz_pack_##t; rz_dequant_fn rz_dequant_##t; \
+    rz_kernel_fn rz_mm_##t##_c, rz_mm_##t##_avx2, rz_mm_##t##_avx512;
+RZ_FOR_TYPES(RZ_DECLARE_TYPE)
+
+const rz_type *rz_type_of(int type);      /* NULL if unsupported */
+int rz_block_cols(int type);              /* 32 or 256; 0 if unsupported */
+size_t rz_chunk_bytes(int type);
+size_t rz_src_row_bytes(int type, int cols);
+int rz_type_supported(int type);
+const char *rz_type_name(int type);
 rz_kernel rz_kernel_for(const rz_isa *isa, int type);
 
 /* ---- half precision --------------------------------------------------------------------------------- */
