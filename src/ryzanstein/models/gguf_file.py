@@ -155,7 +155,8 @@ class GGUFFile:
             if etype == _STRING:
                 return self._strings(count)
         except (struct.error, UnicodeDecodeError, ValueError) as e:
-            raise RyzansteinError(f"{self.path}: metadata array {key} is corrupt ({e}): download the file again") from None
+            raise RyzansteinError(f"{self.path}: metadata array {key} is corrupt ({e}): download the file "
+                                  "again") from None
         raise RyzansteinError(f"{self.path}: metadata array {key} holds values of type {etype}, not strings or numbers")
 
     def _strings(self, count: int) -> list[str]:
