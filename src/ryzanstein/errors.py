@@ -22,3 +22,11 @@ class ContextOverflow(RyzansteinError):
 
 class IncompatibleDraft(RyzansteinError):
     pass
+
+
+class MissingExtra(RyzansteinError):
+    """A part whose optional dependencies are not installed: the line names the extra that installs them."""
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} needs the {extra} extra: pip install 'ryzanstein[{extra}]'")
+        self.extra = extra

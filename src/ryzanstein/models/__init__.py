@@ -3,7 +3,8 @@ truncation, the model store (store.py), and loading a model by name, .gguf path 
 
 `config.BACKENDS` lists the backends and `config.default_backend` chooses one; `_LOADERS` below maps each name
 to the function that loads it. A new backend is a module here behind the same `Model` interface, its name in
-`BACKENDS` and its loader in `_LOADERS`.
+`BACKENDS` and its loader in `_LOADERS`. The llama.cpp and torch backends need optional extras
+(`llamacpp`, `torch`): without one, asking for it is one MissingExtra line naming the extra.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import logging
 from pathlib import Path
 
 from ..config import BACKENDS, default_backend
-from ..errors import RyzansteinError
+from ..errors import MissingExtra, RyzansteinError
 from . import store
 from .base import Logits, MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer
-from .llamacpp import LlamaCppModel
+from .llamacpp import LlamaCppModel, _lib
 from .native import NativeModel, NativeUnsupported
 
 log = logging.getLogger("ryzanstein")
@@ -34,6 +35,10 @@ def load_model(spec: str, *, backend: str | None = None, threads: int | None = N
     except NativeUnsupported as e:
         if backend is not None and not e.cpu:  # asked for by name: the one-line error, exit 2
             raise
+        try:
+            _lib()  # the fallback needs the llamacpp extra: one line saying so, not a note and then an error
+        except MissingExtra as missing:
+            raise RyzansteinError(f"{e.reason}; {missing}") from None
         log.warning("%s; using the llama.cpp backend", e.reason)
         model = _load_llamacpp(res, n_ctx=n_ctx, threads=threads, dtype=dtype, device=device)
     model.info.extra["sha256"] = res.sha256
@@ -58,10 +63,21 @@ def _load_native(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | 
     return NativeModel(res.path, name=res.name, n_ctx=n_ctx, threads=threads)
 
 
+# What the torch extra installs: a missing one of these is that extra missing.
+_TORCH_EXTRA = ("torch", "transformers", "safetensors", "accelerate")
+
+
+def _torch_extra(e: ModuleNotFoundError, what: str) -> Exception:
+    """MissingExtra for a package of the torch extra that is not installed; any other missing module as it is."""
+    return MissingExtra(what, "torch") if (e.name or "").split(".")[0] in _TORCH_EXTRA else e
+
+
 def _load_torch(res: store.ResolvedModel, *, n_ctx: int | None, threads: int | None, dtype: str,
                 device: str) -> Model:
-    from .torch_model import TorchModel  # imports torch (seconds): only for the torch backend
-
+    try:
+        from .torch_model import TorchModel  # imports torch (seconds): only for the torch backend
+    except ModuleNotFoundError as e:
+        raise _torch_extra(e, "the torch backend") from None
     folder = res.path if res.kind == "hf" else hf_folder_for_gguf(res.path, res.sha256)
     return TorchModel.load(folder, name=res.name, n_ctx=n_ctx, dtype=dtype, device=device, threads=threads)
 
@@ -71,9 +87,12 @@ _LOADERS = {"native": _load_native, "llama.cpp": _load_llamacpp, "torch": _load_
 
 def hf_folder_for_gguf(gguf: Path, sha256: str | None) -> Path:
     """A Hugging Face folder made from a GGUF once (dequantized weights + tokenizer), cached in the store."""
-    from .gguf_convert import convert_gguf  # imports torch (seconds): only when a GGUF is converted
-
     out = store.home() / "converted" / store.cache_key(gguf, sha256)
     if not (out / "config.json").exists():
-        convert_gguf(gguf, out)
+        try:
+            from .gguf_convert import convert_gguf  # imports torch (seconds): only when a GGUF is converted
+
+            convert_gguf(gguf, out)
+        except ModuleNotFoundError as e:  # (transformers is imported inside convert_gguf)
+            raise _torch_extra(e, "converting a GGUF for the torch backend") from None
     return out

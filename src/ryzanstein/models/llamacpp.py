@@ -4,7 +4,8 @@ The fast path on CPUs. Per-step Python is kept small (a careless ctypes loop can
 benchmarks/plain_overhead.py measures ours against a bare llama-cpp-python loop): one preallocated batch,
 logits read as a zero-copy numpy view of llama.cpp's output buffer, and KV rollback through
 `llama_memory_seq_rm` (a position move: no recompute). `truncated(n)` is the `self:N` draft: a GGUF written
-once with only the first n blocks (gguf_truncate.py), loaded as a model of its own.
+once with only the first n blocks (gguf_truncate.py), loaded as a model of its own. llama-cpp-python is the
+optional `llamacpp` extra: without it, every path here is one MissingExtra line naming it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import RyzansteinError
+from ..errors import MissingExtra, RyzansteinError
 from ..machine import usable_cores
 from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer, valid_text
 from .gguf_truncate import self_draft_path
@@ -28,9 +29,15 @@ _LOG_CB = None  # keep the ctypes callback alive for the process
 
 def _lib():
     try:
-        import llama_cpp  # loads the native library (~0.2 s): only when a GGUF is loaded
-    except ImportError as e:  # pragma: no cover - install problem
-        raise RyzansteinError(f"the llama.cpp backend needs llama-cpp-python==0.3.36 ({e}); run the README set-up") from e
+        import llama_cpp  # the optional llamacpp extra; loads the native library (~0.2 s): only when used
+    except ModuleNotFoundError as e:
+        if e.name != "llama_cpp":
+            raise RyzansteinError(f"llama-cpp-python does not load ({e}): reinstall it with pip install "
+                                  "--force-reinstall 'ryzanstein[llamacpp]'") from None
+        raise MissingExtra("the llama.cpp backend", "llamacpp") from None
+    except (ImportError, OSError, RuntimeError) as e:  # installed, but its compiled library does not load
+        raise RyzansteinError(f"llama-cpp-python does not load ({e}): reinstall it with pip install "
+                              "--force-reinstall 'ryzanstein[llamacpp]'") from None
     return llama_cpp
 
 
@@ -109,6 +116,37 @@ class LlamaCppTokenizer(Tokenizer):
 
     def token_text(self, token_id: int) -> str:
         return self._L.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
+
+
+class _VocabOnly:
+    """A GGUF's vocabulary loaded into llama.cpp without its weights; frees it when the tokenizer goes."""
+
+    def __init__(self, L, path: Path) -> None:
+        params = L.llama_model_default_params()
+        params.vocab_only = True
+        params.n_gpu_layers = 0
+        self._L, self._model = L, L.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise RyzansteinError(f"cannot read the tokenizer of {path}: the file is corrupt")
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        try:
+            if self._model:
+                self._L.llama_model_free(self._model)
+                self._model = None
+        except Exception:
+            pass
+
+
+def vocab_only_tokenizer(path: str | Path) -> LlamaCppTokenizer:
+    """llama.cpp's own tokenizer for a GGUF, its weights left unread: the native backend's, for a tokenizer
+    gguf_tokenizer.py does not reproduce, and the reference its tests compare with."""
+    L = _lib()
+    _init_backend(False)
+    vocab = _VocabOnly(L, Path(path))
+    tokenizer = LlamaCppTokenizer(L, vocab._model, L.llama_model_get_vocab(vocab._model))
+    tokenizer._owner = vocab  # the vocabulary lives in the llama.cpp model: keep it alive
+    return tokenizer
 
 
 class LlamaCppModel(Model):

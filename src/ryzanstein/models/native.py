@@ -8,9 +8,10 @@ whatever the batch: logits are bit-identical alone, in a batch, or after a rollb
 output equals plain greedy output exactly.
 
 Weights are repacked once at load from the GGUF (its tensors are read through a memory map, gguf_file.py,
-map and copied into the kernel layout, values unchanged); the tokenizer is the GGUF's own, through
-llama.cpp's vocabulary-only load. Unsupported files raise NativeUnsupported (one line, naming what is not
-supported and suggesting `--backend llama.cpp`).
+map and copied into the kernel layout, values unchanged); the tokenizer is the GGUF's own, built from its
+metadata (gguf_tokenizer.py: llama.cpp's ids without llama.cpp), or llama.cpp's vocabulary-only load for a
+tokenizer that one does not reproduce, where llama.cpp is installed. Unsupported files raise
+NativeUnsupported (one line, naming what is not supported and suggesting `--backend llama.cpp`).
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, RyzansteinError
+from ..errors import ConfigError, MissingExtra, RyzansteinError
 from ..machine import usable_cores
-from .base import MemoryUse, Model, ModelInfo
+from .base import MemoryUse, Model, ModelInfo, Tokenizer
 from .gguf_file import GGUFFile
-from .llamacpp import LlamaCppTokenizer, _init_backend, _lib
+from .gguf_tokenizer import GGUFTokenizer, TokenizerUnsupported
+from .llamacpp import vocab_only_tokenizer
 
 ARCHS = ("llama", "qwen2")
 ISA_ENV = "RYZANSTEIN_NATIVE_ISA"  # force an instruction set (c, avx2, avx512-vnni): tests and comparisons
@@ -149,28 +151,16 @@ def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
         raise NativeUnsupported(f"{g.path.name} does not fit the native backend's model ({e.args[0]})") from None
 
 
-class _VocabOnly:
-    """llama.cpp's tokenizer for a GGUF, loaded without its weights (a vocabulary-only model)."""
-
-    def __init__(self, path: Path) -> None:
-        L = _lib()
-        _init_backend(False)
-        params = L.llama_model_default_params()
-        params.vocab_only = True
-        params.n_gpu_layers = 0
-        self._L, self._model = L, L.llama_model_load_from_file(str(path).encode(), params)
-        if not self._model:
-            raise RyzansteinError(f"cannot read the tokenizer of {path}: the file is corrupt")
-        self.tokenizer = LlamaCppTokenizer(L, self._model, L.llama_model_get_vocab(self._model))
-        self.tokenizer._owner = self  # the vocabulary lives in the llama.cpp model: keep it alive
-
-    def __del__(self) -> None:  # pragma: no cover - best effort
+def load_tokenizer(g: GGUFFile) -> Tokenizer:
+    """The GGUF's tokenizer: built from its metadata, or llama.cpp's own for one that cannot be reproduced
+    exactly (NativeUnsupported where llama.cpp is not installed)."""
+    try:
+        return GGUFTokenizer(g)
+    except TokenizerUnsupported as e:
         try:
-            if self._model:
-                self._L.llama_model_free(self._model)
-                self._model = None
-        except Exception:
-            pass
+            return vocab_only_tokenizer(g.path)
+        except MissingExtra:
+            raise NativeUnsupported(str(e)) from None
 
 
 class NativeModel(Model):
@@ -191,18 +181,17 @@ class NativeModel(Model):
         n_ctx = n_ctx or min(arch.n_ctx_train, 4096)
         if n_ctx < 1:
             raise ConfigError(f"invalid ctx_size={n_ctx}: must be positive")
+        tokenizer = load_tokenizer(g)  # before the weights: a file it cannot read fails in a second
         weights = load_weights(g, arch, threads, isa)
         file_type = g.field("general.file_type")
         del g  # the memory map: only the repacked copy stays
-        vocab = _VocabOnly(path)
-        self._init(weights, arch, vocab, ModelInfo(
+        self._init(weights, arch, tokenizer, ModelInfo(
             name=name or str(path), path=str(path), backend="native", arch=arch.arch, n_layers=arch.n_layer,
             n_ctx=n_ctx, n_ctx_train=arch.n_ctx_train, threads=weights.threads,
             dtype=f"gguf-ftype-{file_type}" if file_type is not None else "gguf", extra={"isa": weights.isa, "kernels": build_id()}))
 
-    def _init(self, weights, arch: NativeArch, vocab: _VocabOnly, info: ModelInfo) -> None:
-        self._weights, self._arch, self._vocab, self.info = weights, arch, vocab, info
-        self.tokenizer = vocab.tokenizer
+    def _init(self, weights, arch: NativeArch, tokenizer: Tokenizer, info: ModelInfo) -> None:
+        self._weights, self._arch, self.tokenizer, self.info = weights, arch, tokenizer, info
         self._ctx = _ext().Context(weights, info.n_ctx, info.n_layers)
         self._out = np.empty((0, arch.vocab), np.float32)
 
@@ -212,7 +201,7 @@ class NativeModel(Model):
         info = dataclasses.replace(self.info, **info_changes, extra={**self.info.extra, "shares_weights_with": owner})
         view = object.__new__(NativeModel)
         Model.__init__(view)
-        view._init(self._weights, self._arch, self._vocab, info)
+        view._init(self._weights, self._arch, self.tokenizer, info)
         return view
 
     def new_context(self) -> NativeModel:
