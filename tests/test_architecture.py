@@ -21,7 +21,7 @@ LAYERS = [
 ]
 # What may be imported inside a function: heavy (seconds, or a native library) or optional (an extra), and the
 # package modules that import one of those at their top.
-LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2",
+LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
         "ryzanstein.models._native"}
 # Compiled extensions (setup.py): modules without a .py file, imported like one.

@@ -203,3 +203,11 @@ def test_unsupported_tokenizers_are_refused_not_guessed(tmp_path, smol_gguf):
     g.fields["tokenizer.ggml.model"] = "llama"
     with pytest.raises(TokenizerUnsupported, match="'llama' tokenizer"):
         GGUFTokenizer(g)
+
+
+def test_unicode_classes_are_unicode_15_1():
+    """The letter and number tables are the Unicode 15.1 database's (what llama.cpp's tables follow), and the
+    module regenerates them: nothing hand-edited or copied."""
+    pytest.importorskip("unicodedata2", reason="the test extra's unicodedata2==15.1.0 is not installed")
+    derived = llama_unicode.derive()
+    assert derived["LETTER"] == llama_unicode.LETTER and derived["NUMBER"] == llama_unicode.NUMBER

@@ -1,9 +1,12 @@
-"""llama.cpp's Unicode classes, as its pre-tokenizers see them: letters (\\p{L}), numbers (\\p{N}) and whitespace.
+"""The Unicode classes llama.cpp's pre-tokenizers split by: letters (\\p{L}), numbers (\\p{N}) and whitespace.
 
-Generated from src/unicode-data.cpp of the llama.cpp that llama-cpp-python==0.3.36 vendors (MIT licence; its
-tables follow a newer Unicode than Python 3.11's `unicodedata`, so they are copied, not derived). Each string
-lists code point ranges in hex, "a-b" or a single "a", separated by spaces. Regenerate by reading
-`unicode_ranges_flags` (bit 0x4 letter, 0x2 number) and `unicode_set_whitespace` from that file.
+They are Unicode 15.1's, the version llama.cpp's tables follow (Python 3.11's `unicodedata` is 14.0, and the
+regex engine inside `tokenizers` is on 16.0, which adds 4,302 letters: neither would split like llama.cpp).
+LETTER is every code point of general category L*, NUMBER of N*, from the Unicode Character Database 15.1
+as the `unicodedata2==15.1.0` package ships it; WHITESPACE is the White_Space property (PropList.txt).
+Each string lists code point ranges in hex, "a-b" or a single "a", separated by spaces. Regenerate with
+`pip install unicodedata2==15.1.0 && python -m ryzanstein.models.llama_unicode`, which prints the strings;
+tests/test_gguf_tokenizer.py checks them against that database.
 """
 
 LETTER = (
@@ -98,3 +101,30 @@ def ranges(spec: str) -> list[tuple[int, int]]:
         out.append((int(a, 16), int(b or a, 16)))
     return out
 
+
+
+def derive() -> dict[str, str]:
+    """LETTER and NUMBER computed from the Unicode 15.1 database (the unicodedata2 package, a test and
+    development dependency only); WHITESPACE is the White_Space property, listed above as it is."""
+    import unicodedata2  # optional (the test extra), and only to regenerate or check the tables
+
+    if unicodedata2.unidata_version != "15.1.0":
+        raise RuntimeError(f"unicodedata2 has Unicode {unicodedata2.unidata_version}; install unicodedata2==15.1.0")
+
+    def spec(major: str) -> str:
+        out, start = [], None
+        for cp in range(0x110001):
+            inside = cp < 0x110000 and unicodedata2.category(chr(cp))[0] == major
+            if inside and start is None:
+                start = cp
+            elif not inside and start is not None:
+                out.append(f"{start:x}" if start == cp - 1 else f"{start:x}-{cp - 1:x}")
+                start = None
+        return " ".join(out) + " "
+
+    return {"LETTER": spec("L"), "NUMBER": spec("N"), "WHITESPACE": WHITESPACE}
+
+
+if __name__ == "__main__":
+    for name, value in derive().items():
+        print(f"{name} = {value!r}")
