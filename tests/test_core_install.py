@@ -13,8 +13,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("llama_cpp", "torch", "transformers", "safetensors", "accelerate")
 

@@ -105,6 +105,21 @@ class Tokenizer(ABC):
         return self.decode([token_id]).encode("utf-8")
 
 
+class PieceTokenizer(Tokenizer):
+    """A tokenizer whose text is the concatenation of each id's bytes, as llama.cpp renders a GGUF vocabulary
+    (special tokens rendered too): decoding is joining pieces."""
+
+    @abstractmethod
+    def piece(self, token_id: int) -> bytes:
+        """The bytes this token adds to the text."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self.piece(int(i)) for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.piece(int(token_id))
+
+
 @dataclass
 class MemoryUse:
     weights_bytes: int

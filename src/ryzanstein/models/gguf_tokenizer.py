@@ -22,13 +22,12 @@ those files.
 from __future__ import annotations
 
 import json
-from typing import Sequence
 
 import tokenizers
 
 from ..errors import RyzansteinError
 from . import llama_unicode
-from .base import SpecialTokens, Tokenizer, valid_text
+from .base import PieceTokenizer, SpecialTokens, valid_text
 from .gguf_file import GGUFFile
 
 # llama.cpp's token types (GGUF tokenizer.ggml.token_type) and attributes (llama.h)
@@ -210,7 +209,7 @@ def _bpe(g: GGUFFile, vocab: _Vocab, pre: tuple[str, ...]) -> tokenizers.Tokeniz
     return tok
 
 
-class GGUFTokenizer(Tokenizer):
+class GGUFTokenizer(PieceTokenizer):
     """A GGUF's byte-level BPE tokenizer, giving llama.cpp's ids and pieces (TokenizerUnsupported if it cannot)."""
 
     def __init__(self, g: GGUFFile) -> None:
@@ -296,12 +295,6 @@ class GGUFTokenizer(Tokenizer):
                 p = b""  # unused and undefined tokens render as nothing
             self._pieces[token_id] = p
         return p
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self.piece(int(i)) for i in ids).decode("utf-8", errors="replace")
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.piece(int(token_id))
 
     def token_text(self, token_id: int) -> str:
         if not 0 <= token_id < len(self._tokens):

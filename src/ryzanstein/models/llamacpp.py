@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import MissingExtra, RyzansteinError
 from ..machine import usable_cores
-from .base import MemoryUse, Model, ModelInfo, SpecialTokens, Tokenizer, valid_text
+from .base import MemoryUse, Model, ModelInfo, PieceTokenizer, SpecialTokens, valid_text
 from .gguf_truncate import self_draft_path
 
 _SEQ = 0  # single sequence
@@ -53,7 +53,7 @@ def _init_backend(verbose: bool) -> None:
     _BACKEND_READY = True
 
 
-class LlamaCppTokenizer(Tokenizer):
+class LlamaCppTokenizer(PieceTokenizer):
     """The GGUF's own tokenizer, as llama.cpp implements it."""
 
     def __init__(self, L, model_p, vocab_p) -> None:
@@ -107,12 +107,6 @@ class LlamaCppTokenizer(Tokenizer):
                 p = self._buf.raw[:n]
             self._pieces[token_id] = p
         return p
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return b"".join(self.piece(int(i)) for i in ids).decode("utf-8", errors="replace")
-
-    def token_bytes(self, token_id: int) -> bytes:
-        return self.piece(int(token_id))
 
     def token_text(self, token_id: int) -> str:
         return self._L.llama_vocab_get_text(self._vocab, token_id).decode("utf-8", errors="replace")
