@@ -7,11 +7,12 @@ documents the instruction, floats rounded once as the instruction rounds), linke
 table, repacker and activation code, and tests/native_emu/check_avx512.c compares, bit for bit: the matmul
 kernel of all 9 weight types at n = 1..24, 32, 40, 64 rows, and the AVX-512 compilation of ops_impl.h
 (activation quantization, RMSNorm, SwiGLU, attention). It checks the kernels' logic (unpacking, offsets,
-scales, the order of the float steps), not the compiler's code for the real instructions. About 6 s.
+scales, the order of the float steps), not the compiler's code for the real instructions. About 8 s on 2 cores.
 
 Needs a C compiler (CC, else cc or gcc); skipped, saying so, where there is none.
 """
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,22 +31,28 @@ CHECKS = [f"matmul {t}" for t in ("Q4_0", "Q4_1", "Q5_0", "Q8_0", "Q4_K", "Q6_K"
 
 
 def c_compiler():
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    """the compiler's command as a list (CC may hold several words), or None"""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    return shlex.split(cc) if cc else None
 
 
 def test_avx512_kernels_equal_the_portable_kernels_under_emulation(tmp_path):
     cc = c_compiler()
     if not cc:
         pytest.skip("no C compiler (CC, cc or gcc) to build the emulated AVX-512 check")
-    jobs = [[cc, *CFLAGS, "-DRZ_EMULATE_AVX512", f"-I{EMU}", "-c", str(NATIVE / "kern_avx512.c"), "-o", str(tmp_path / "kern_avx512.o")]]
-    jobs += [[cc, *CFLAGS, "-c", str(NATIVE / f), "-o", str(tmp_path / (f[:-2] + ".o"))] for f in LINKED]
-    jobs += [[cc, *CFLAGS, "-c", str(EMU / "check_avx512.c"), "-o", str(tmp_path / "check_avx512.o")]]
+
+    def obj(src):
+        return ["-c", str(src), "-o", str(tmp_path / (src.stem + ".o"))]
+
+    jobs = [[*cc, *CFLAGS, "-DRZ_EMULATE_AVX512", f"-I{EMU}", *obj(NATIVE / "kern_avx512.c")]]
+    jobs += [[*cc, *CFLAGS, *obj(NATIVE / f)] for f in LINKED] + [[*cc, *CFLAGS, *obj(EMU / "check_avx512.c")]]
     procs = [subprocess.Popen(j, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for j in jobs]
     for j, p in zip(jobs, procs):
         out = p.communicate()[0]
         assert p.returncode == 0, f"{' '.join(j)}\n{out}"
     exe = tmp_path / "check_avx512"
-    link = subprocess.run([cc, *sorted(str(o) for o in tmp_path.glob("*.o")), "-lm", "-o", str(exe)], capture_output=True, text=True)
+    objs = sorted(str(o) for o in tmp_path.glob("*.o"))
+    link = subprocess.run([*cc, *objs, "-lm", "-o", str(exe)], capture_output=True, text=True)
     assert link.returncode == 0, link.stdout + link.stderr
 
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)

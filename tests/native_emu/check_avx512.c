@@ -26,8 +26,11 @@ extern const rz_isa rz_isa_avx512;  /* rz.h declares it on x86 only; the emulate
 #if defined(__x86_64__) || defined(__i386__)
 /* types.c's table names the AVX2 kernels too; this program never calls them, and building kern_avx2.c
  * would take longer than all the rest */
-#define AVX2_STUB(t) void rz_mm_##t##_avx2(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { \
-        (void)w, (void)g0, (void)g1, (void)a, (void)tile, (void)out, (void)ldo; abort(); }
+#define AVX2_STUB(t)                                                                                    \
+    void rz_mm_##t##_avx2(const rz_tensor *w, int g0, int g1, const rz_act *a, int tile, float *out, int ldo) { \
+        (void)w, (void)g0, (void)g1, (void)a, (void)tile, (void)out, (void)ldo;                                 \
+        abort();                                                                                                \
+    }
 RZ_FOR_TYPES(AVX2_STUB)
 #endif
 
