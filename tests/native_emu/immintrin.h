@@ -9,7 +9,7 @@
  * the float ones round once as the instruction does: _mm512_fmadd_ps / _mm512_fnmadd_ps are fmaf (one
  * rounding of a * b + c), the others one IEEE float operation each (the build uses -ffp-contract=off, so the
  * compiler fuses nothing). Only the intrinsics the file uses are here: a new one in kern_avx512.c fails
- * this build (implicit declaration) until its stand-in is added.
+ * this build (no declaration, no definition) until its stand-in is added.
  *
  * The vector types are GCC vectors of the real sizes, as in the compiler's own header, so the casts to and
  * from ops_impl.h's v16f compile; the lanes are read and written through the union emu512.
