@@ -8,8 +8,10 @@
  * Float steps per output are those of kern_ref.c, in its order (fmadd/fnmadd are single-rounding, like
  * fmaf), so every kernel here equals the reference bit for bit.
  */
-#if defined(__x86_64__)
+#if defined(__x86_64__) || defined(RZ_EMULATE_AVX512)
+#ifndef RZ_EMULATE_AVX512  /* set by tests/test_native_emulated.py: scalar stand-ins for the intrinsics */
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma,avx2")
+#endif
 #include "kern_simd.h"
 
 INLINE __m512i bcast4(const int8_t *p) {
