@@ -121,7 +121,7 @@ class GenerationConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self._sampling.greedy
 
     def replace(self, **changes: Any) -> "GenerationConfig":
         return GenerationConfig(**{**asdict(self), **changes})

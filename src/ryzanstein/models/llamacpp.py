@@ -30,12 +30,10 @@ _LOG_CB = None  # keep the ctypes callback alive for the process
 def _lib():
     try:
         import llama_cpp  # the optional llamacpp extra; loads the native library (~0.2 s): only when used
-    except ModuleNotFoundError as e:
-        if e.name != "llama_cpp":
-            raise RyzansteinError(f"llama-cpp-python does not load ({e}): reinstall it with pip install "
-                                  "--force-reinstall 'ryzanstein[llamacpp]'") from None
-        raise MissingExtra("the llama.cpp backend", "llamacpp") from None
-    except (ImportError, OSError, RuntimeError) as e:  # installed, but its compiled library does not load
+    except (ImportError, OSError, RuntimeError) as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == "llama_cpp":  # not installed
+            raise MissingExtra("the llama.cpp backend", "llamacpp") from None
+        # installed, but it or its compiled library does not load
         raise RyzansteinError(f"llama-cpp-python does not load ({e}): reinstall it with pip install "
                               "--force-reinstall 'ryzanstein[llamacpp]'") from None
     return llama_cpp
