@@ -1,6 +1,7 @@
 """The package's own import graph, read with `ast` (no module is imported): no cycle between files, imports point
-one way (cli -> server / bench -> engine -> speculative -> models -> config / errors / machine), argparse only in cli/,
-and an import inside a function only for a heavy or optional dependency, with its reason beside it."""
+one way (cli -> distill -> server / bench -> engine -> speculative -> models -> config / errors / machine), distill
+takes only models, config, errors and the bench prompts, argparse only in cli/, and an import inside a function
+only for a heavy or optional dependency, with its reason beside it."""
 import ast
 from pathlib import Path
 
@@ -17,8 +18,11 @@ LAYERS = [
     {"engine"},
     {"__init__"},  # the public API: `from ryzanstein import Engine, ...`
     {"bench", "server"},  # side by side, neither imports the other
+    {"distill"},  # training a draft head: only the cli imports it
     {"cli"},
 ]
+# What distill may import of the package (a module or anything below it), besides its own modules.
+DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors", "ryzanstein.bench.prompts")
 # What may be imported inside a function: heavy (seconds, or a native library) or optional (an extra), and the
 # package modules that import one of those at their top.
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
@@ -117,6 +121,13 @@ def test_imports_point_down_the_layers(module):
     wrong = [m for m in GRAPH[module]
              if not (layer(m) < layer(module) or room(m) == room(module) or layer(m) == layer(module) == 0)]
     assert not wrong, f"{module} (layer {layer(module)}) imports {wrong}"
+
+
+def test_distill_takes_only_models_config_errors_and_the_bench_prompts():
+    wrong = {n: sorted(d for d in deps if room(d) != "distill"
+                       and not any(d == a or d.startswith(a + ".") for a in DISTILL_IMPORTS))
+             for n, deps in GRAPH.items() if room(n) == "distill"}
+    assert wrong and not any(wrong.values()), wrong
 
 
 def test_argparse_only_in_the_cli_package():
