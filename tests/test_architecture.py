@@ -27,7 +27,8 @@ DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors"
 # package modules that import one of those at their top.
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
-        "ryzanstein.models._native"}
+        "ryzanstein.models._native",
+        "ryzanstein.distill.fit"}  # distill.fit trains with torch
 # Compiled extensions (setup.py): modules without a .py file, imported like one.
 EXTENSIONS = {"ryzanstein.models._native"}
 

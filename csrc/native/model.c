@@ -143,8 +143,18 @@ int rz_ctx_init(rz_ctx *c, const rz_model *m, int n_ctx, int n_layer) {
     rz_act_init(&c->act);
     int big = m->ffn > m->dim ? m->ffn : m->dim;
     if (m->n_head * m->head_dim > big) big = m->n_head * m->head_dim;
+    int head_ok = 1;
+    if (m->mix) {  /* a draft head's input: fused features, then [embedding; g] */
+        const int w = (m->n_feat > 2 ? m->n_feat : 2) * m->dim;
+        if (w > big) big = w;
+        c->hin = zalloc(R * w * 4);
+        c->g = zalloc(R * m->dim * 4);
+        c->ones = zalloc((size_t)m->dim * 4);
+        head_ok = c->hin && c->g && c->ones;
+        for (int i = 0; head_ok && i < m->dim; i++) c->ones[i] = 1.0f;
+    }
     if (!c->kc || !c->vc || !c->rope || !c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->tmp ||
-        !c->gate || !c->up || !c->scratch || rz_act_reserve(&c->act, RZ_CHUNK, big) != 0) {
+        !c->gate || !c->up || !c->scratch || !head_ok || rz_act_reserve(&c->act, RZ_CHUNK, big) != 0) {
         rz_ctx_free(c);
         return -1;
     }
@@ -173,6 +183,9 @@ void rz_ctx_free(rz_ctx *c) {
     free(c->scratch);
     free(c->out_units);
     free(c->out_gaps);
+    free(c->hin);
+    free(c->g);
+    free(c->ones);
     rz_act_free(&c->act);
     memset(c, 0, sizeof *c);
 }
@@ -219,6 +232,15 @@ int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask) {
         c->out_gaps[2 * c->n_out_gaps] = gap0;
         c->out_gaps[2 * c->n_out_gaps++ + 1] = V;
     }
+    return 0;
+}
+
+int rz_ctx_set_capture(rz_ctx *c, const int *layers, int n) {
+    if (n < 0 || n > RZ_MAX_CAP) return -1;
+    for (int i = 0; i < n; i++)
+        if (layers[i] < 0 || layers[i] >= c->n_layer - 1) return -1;
+    for (int i = 0; i < n; i++) c->cap_layer[i] = layers[i];
+    c->n_cap = n;
     return 0;
 }
 
@@ -339,12 +361,46 @@ const char *const rz_phase_names[RZ_PHASES] = {"qkv", "attention", "attn_output"
         mark = t_;                               \
     } while (0)
 
-static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int out_rows) {
+/* a head's input rows into c->x: mix . [rms(embd(token)); rms(g)], g = fuse . [rms(f_1); ...] or hidden_in */
+static void head_input(rz_ctx *c, const int32_t *tokens, int n, const float *feats, const float *hidden_in) {
+    const rz_model *m = c->m;
+    const rz_isa *isa = m->isa;
+    const int dim = m->dim;
+    if (feats) {
+        const int fw = m->n_feat * dim;
+        for (int i = 0; i < n; i++)
+            for (int f = 0; f < m->n_feat; f++)
+                isa->rmsnorm(feats + (size_t)i * fw + (size_t)f * dim, c->ones, m->eps, dim,
+                             c->hin + (size_t)i * fw + (size_t)f * dim);
+        rz_act_set(&c->act, c->hin, n, fw);
+        need(&c->act, m->fuse);
+        rz_mm fu = {m->fuse, &c->act, c->g, dim};
+        rz_matmul(m->pool, isa, &fu, 1);
+    } else {
+        memcpy(c->g, hidden_in, (size_t)n * dim * 4);
+    }
+    for (int i = 0; i < n; i++) {
+        float *row = c->hin + (size_t)i * 2 * dim, *e = c->x + (size_t)i * dim;
+        rz_dequant_row(m->tok_embd, tokens[i], e);
+        isa->rmsnorm(e, c->ones, m->eps, dim, row);
+        isa->rmsnorm(c->g + (size_t)i * dim, c->ones, m->eps, dim, row + dim);
+    }
+    rz_act_set(&c->act, c->hin, n, 2 * dim);
+    need(&c->act, m->mix);
+    rz_mm mx = {m->mix, &c->act, c->x, dim};
+    rz_matmul(m->pool, isa, &mx, 1);
+}
+
+/* io: its row pointers already at this pass's first row */
+static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int out_rows, const rz_io *io) {
     const rz_model *m = c->m;
     double mark = now_s();
     const rz_isa *isa = m->isa;
     const int dim = m->dim, qd = m->n_head * m->head_dim, kvd = c->kv_dim;
-    for (int i = 0; i < n; i++) rz_dequant_row(m->tok_embd, tokens[i], c->x + (size_t)i * dim);
+    if (m->mix)
+        head_input(c, tokens, n, io->feats, io->hidden_in);
+    else
+        for (int i = 0; i < n; i++) rz_dequant_row(m->tok_embd, tokens[i], c->x + (size_t)i * dim);
     for (int l = 0; l < c->n_layer; l++) {
         const rz_layer *L = &m->layers[l];
         for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->attn_norm, m->eps, dim, c->xn + (size_t)i * dim);
@@ -404,10 +460,16 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
         rz_matmul(m->pool, isa, &d, 1);
         MARK(RZ_PH_DOWN);
         add_rows(x, c->tmp, (size_t)nr * dim);
+        if (io->captured)  /* capture layers are below the last: every row computed */
+            for (int j = 0; j < c->n_cap; j++)
+                if (c->cap_layer[j] == l)
+                    for (int i = 0; i < n; i++)
+                        memcpy(io->captured + ((size_t)i * c->n_cap + j) * dim, c->x + (size_t)i * dim, (size_t)dim * 4);
     }
     MARK(RZ_PH_OTHER);
     if (out_rows == 0) return;
     const int first = n - out_rows;  /* logits for the last out_rows rows */
+    if (io->hidden_out) memcpy(io->hidden_out, c->x + (size_t)first * dim, (size_t)out_rows * dim * 4);
     for (int i = first; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, m->out_norm, m->eps, dim, c->xn + (size_t)(i - first) * dim);
     rz_act_set(&c->act, c->xn, out_rows, dim);
     need(&c->act, m->output);
@@ -421,17 +483,32 @@ static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, i
     MARK(RZ_PH_OUTPUT);
 }
 
-int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only) {
+int rz_forward_io(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only, const rz_io *io) {
+    static const rz_io none = {0};
+    const rz_model *m = c->m;
+    if (!io) io = &none;
     if (n <= 0 || pos < 0 || pos + n > c->n_ctx) return -1;
     for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->m->tok_embd->rows) return -2;
-    rz_pool_begin(c->m->pool);
+        if (tokens[i] < 0 || tokens[i] >= m->tok_embd->rows) return -2;
+    if (m->mix && !io->feats && !io->hidden_in) return -3;
+    const size_t dim = (size_t)m->dim;
+    rz_pool_begin(m->pool);
     for (int s = 0; s < n; s += RZ_CHUNK) {
         int len = n - s < RZ_CHUNK ? n - s : RZ_CHUNK;
         int rows = last_only ? (s + len == n ? 1 : 0) : len;
-        float *dst = last_only ? out : out + (size_t)s * c->m->vocab;
-        pass(c, tokens + s, len, pos + s, dst, rows);
+        float *dst = last_only ? out : out + (size_t)s * m->vocab;
+        rz_io at = {
+            io->feats ? io->feats + (size_t)s * m->n_feat * dim : NULL,
+            io->hidden_in ? io->hidden_in + (size_t)s * dim : NULL,
+            io->captured ? io->captured + (size_t)s * c->n_cap * dim : NULL,
+            io->hidden_out ? io->hidden_out + (last_only ? 0 : (size_t)s * dim) : NULL,
+        };
+        pass(c, tokens + s, len, pos + s, dst, rows, &at);
     }
-    rz_pool_end(c->m->pool);
+    rz_pool_end(m->pool);
     return 0;
+}
+
+int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only) {
+    return rz_forward_io(c, tokens, n, pos, out, last_only, NULL);
 }

@@ -40,6 +40,11 @@ typedef struct {
     const rz_tensor *tok_embd, *output; /* output may be tok_embd (tied) */
     float *out_norm;
     rz_layer *layers;
+    /* a draft head (NULL in a target): its input row is mix . [rms(embd(token)); rms(g)], where g is
+     * fuse . [rms(f_1); ...; rms(f_n_feat)] over n_feat hidden states of the target's row, or the head's own
+     * previous output row (drafting past what the target computed); rms() has no weight (it is in the matrix) */
+    const rz_tensor *fuse, *mix;
+    int n_feat;
     rz_pool *pool;
     const rz_isa *isa;
 } rz_model;
@@ -48,6 +53,7 @@ enum { RZ_PH_QKV, RZ_PH_ATTN, RZ_PH_ATTN_OUT, RZ_PH_GATE_UP, RZ_PH_DOWN, RZ_PH_O
        RZ_PHASES };
 extern const char *const rz_phase_names[RZ_PHASES];
 
+#define RZ_MAX_CAP 4 /* layers a forward can hand back */
 #define RZ_CHUNK 64  /* rows per pass of a long forward (prefill): scratch is sized for this */
 
 typedef struct {
@@ -63,6 +69,8 @@ typedef struct {
     rz_act act;
     int32_t *out_units, *out_gaps;      /* a restricted output layer: group ranges computed, column ranges not */
     int n_out_units, n_out_gaps;        /* n_out_units == 0: every column */
+    int n_cap, cap_layer[RZ_MAX_CAP];   /* layers whose output (residual stream) a forward can hand back */
+    float *hin, *g, *ones;              /* a head's input scratch: RZ_CHUNK x (n_feat|2) * dim, RZ_CHUNK x dim */
     double phase_s[RZ_PHASES];          /* wall time per phase of the forwards so far (Context.phase_times) */
 } rz_ctx;
 
@@ -71,7 +79,21 @@ void rz_ctx_free(rz_ctx *c);
 /* compute only the output columns of groups whose mask byte is nonzero (the rest of a logits row is -inf);
  * mask NULL: every column again. 0, or -1 when out of memory. */
 int rz_ctx_set_vocab(rz_ctx *c, const uint8_t *mask);
+/* hand back the output of these layers (each < n_layer - 1: the last one computes only the logits' rows) in
+ * every forward with a `captured` buffer; n 0: none. 0, or -1 for a bad layer. */
+int rz_ctx_set_capture(rz_ctx *c, const int *layers, int n);
+
+/* what a forward reads and hands back beside tokens and logits (NULL fields: nothing) */
+typedef struct {
+    const float *feats;     /* head: n rows of n_feat * dim target hidden states */
+    const float *hidden_in; /* head, where feats is NULL: n rows of dim, its own previous output */
+    float *captured;        /* n rows of n_cap * dim: the capture layers' outputs, in order */
+    float *hidden_out;      /* the logits' rows (n, or 1 with last_only) of the last layer's output (pre-norm) */
+} rz_io;
+
 /* forward tokens[0..n) at positions pos..pos+n-1; logits (n or 1 rows of vocab) into out */
 int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only);
+/* the same with the reads and hand-backs of io (NULL: as rz_forward); -3: a head without feats/hidden_in */
+int rz_forward_io(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only, const rz_io *io);
 
 #endif

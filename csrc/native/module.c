@@ -289,8 +289,19 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw) {
         return -1;
     }
     const int qd = m->n_head * m->head_dim, kvd = m->n_head_kv * m->head_dim;
-    if (!(m->tok_embd = get_tensor(self, tensors, "token_embd", 0, m->vocab, m->dim))) return -1;
-    m->output = get_tensor(self, tensors, "output", 1, m->vocab, m->dim);
+    int embd_rows = m->vocab;
+    if (PyDict_GetItemString(tensors, "mix")) {  /* a draft head: the target's embedding, its own output rows */
+        if (cfg_int(cfg, "n_feat", &m->n_feat) || cfg_int(cfg, "embd_rows", &embd_rows)) return -1;
+        if (m->n_feat < 1 || m->n_feat > RZ_MAX_CAP) {
+            PyErr_Format(PyExc_ValueError, "a head fuses 1..%d target layers, not %d", RZ_MAX_CAP, m->n_feat);
+            return -1;
+        }
+        if (!(m->fuse = get_tensor(self, tensors, "fuse", 0, m->dim, m->n_feat * m->dim)) ||
+            !(m->mix = get_tensor(self, tensors, "mix", 0, m->dim, 2 * m->dim)))
+            return -1;
+    }
+    if (!(m->tok_embd = get_tensor(self, tensors, "token_embd", 0, embd_rows, m->dim))) return -1;
+    m->output = get_tensor(self, tensors, "output", m->mix == NULL, m->vocab, m->dim);
     if (PyErr_Occurred()) return -1;
     if (!m->output) m->output = m->tok_embd;  /* tied */
     if (!(m->out_norm = get_vector(self, vectors, "output_norm", 0, m->dim))) return -1;
@@ -403,29 +414,73 @@ static int Context_init(ContextObject *self, PyObject *args, PyObject *kw) {
     return 0;
 }
 
-static PyObject *Context_forward(ContextObject *self, PyObject *args) {
-    PyObject *to, *oo;
+static PyObject *Context_forward(ContextObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"tokens", "pos", "out", "last_only", "feats", "hidden_in", "captured", "hidden_out", NULL};
+    PyObject *to, *oo, *io_obj[4] = {Py_None, Py_None, Py_None, Py_None};
     int pos, last_only;
-    if (!PyArg_ParseTuple(args, "OiOp", &to, &pos, &oo, &last_only)) return NULL;
-    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
-    Py_buffer tb, ob;
-    if (get_buffer(to, &tb, 0, 4, "tokens") != 0) return NULL;
-    int n = (int)(tb.len / 4);
-    Py_ssize_t need = (Py_ssize_t)(last_only ? 1 : n) * self->c.m->vocab * 4;
-    if (get_buffer(oo, &ob, 1, need, "out") != 0) {
-        PyBuffer_Release(&tb);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OiOp|OOOO", names, &to, &pos, &oo, &last_only, &io_obj[0],
+                                     &io_obj[1], &io_obj[2], &io_obj[3]))
         return NULL;
+    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
+    Py_buffer tb, ob, iob[4];
+    if (get_buffer(to, &tb, 0, 4, "tokens") != 0) return NULL;
+    const rz_model *m = self->c.m;
+    const Py_ssize_t n = tb.len / 4, rows = last_only ? 1 : n, dim = m->dim;
+    /* bytes each io buffer needs: feats and hidden_in n rows, captured n rows of n_cap, hidden_out the logits' */
+    const Py_ssize_t io_need[4] = {n * m->n_feat * dim * 4, n * dim * 4, n * self->c.n_cap * dim * 4, rows * dim * 4};
+    static const char *io_names[4] = {"feats", "hidden_in", "captured", "hidden_out"};
+    int have_out = 0, have[4] = {0, 0, 0, 0}, bad = 0;
+    if (get_buffer(oo, &ob, 1, rows * m->vocab * 4, "out") != 0)
+        bad = 1;
+    else
+        have_out = 1;
+    for (int i = 0; !bad && i < 4; i++) {
+        if (io_obj[i] == Py_None) continue;
+        if ((i < 2 && !m->mix) || (i == 2 && self->c.n_cap == 0)) {
+            PyErr_Format(PyExc_ValueError, "%s: %s", io_names[i],
+                         i < 2 ? "only a draft head reads features" : "no capture layers are set (capture())");
+            bad = 1;
+        } else if (get_buffer(io_obj[i], &iob[i], i >= 2, io_need[i], io_names[i]) != 0) {
+            bad = 1;
+        } else {
+            have[i] = 1;
+        }
     }
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->model->lock);
-    rc = rz_forward(&self->c, tb.buf, n, pos, ob.buf, last_only);
-    pthread_mutex_unlock(&self->model->lock);
-    Py_END_ALLOW_THREADS
+    int rc = 0;
+    if (!bad) {
+        rz_io io = {have[0] ? iob[0].buf : NULL, have[1] ? iob[1].buf : NULL, have[2] ? iob[2].buf : NULL,
+                    have[3] ? iob[3].buf : NULL};
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&self->model->lock);
+        rc = rz_forward_io(&self->c, tb.buf, (int)n, pos, ob.buf, last_only, &io);
+        pthread_mutex_unlock(&self->model->lock);
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < 4; i++)
+        if (have[i]) PyBuffer_Release(&iob[i]);
+    if (have_out) PyBuffer_Release(&ob);
     PyBuffer_Release(&tb);
-    PyBuffer_Release(&ob);
-    if (rc == -1) return PyErr_Format(PyExc_ValueError, "positions %d..%d outside the context of %d", pos, pos + n - 1, self->c.n_ctx);
+    if (bad) return NULL;
+    if (rc == -1) return PyErr_Format(PyExc_ValueError, "positions %d..%d outside the context of %d", pos, pos + (int)n - 1, self->c.n_ctx);
     if (rc == -2) return PyErr_Format(PyExc_ValueError, "a token id is outside the vocabulary");
+    if (rc == -3) return PyErr_Format(PyExc_ValueError, "a draft head needs feats or hidden_in");
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_capture(ContextObject *self, PyObject *arg) {
+    if (!self->model) return PyErr_Format(PyExc_RuntimeError, "Context not initialised");
+    PyObject *seq = PySequence_Fast(arg, "capture() takes a sequence of layer indices");
+    if (!seq) return NULL;
+    int layers[RZ_MAX_CAP], n = (int)PySequence_Fast_GET_SIZE(seq);
+    if (n > RZ_MAX_CAP) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "at most %d capture layers", RZ_MAX_CAP);
+    }
+    for (int i = 0; i < n; i++) layers[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+    Py_DECREF(seq);
+    if (PyErr_Occurred()) return NULL;
+    if (rz_ctx_set_capture(&self->c, layers, n) != 0)
+        return PyErr_Format(PyExc_ValueError, "capture layers must be in 0..%d (below the last)", self->c.n_layer - 2);
     Py_RETURN_NONE;
 }
 
@@ -470,7 +525,9 @@ static PyObject *Context_phase_times(ContextObject *self, PyObject *args) {
 
 static PyMethodDef Context_methods[] = {
     {"phase_times", (PyCFunction)Context_phase_times, METH_VARARGS, "phase_times(reset=False): seconds per phase of the forwards (per-phase timers)"},
-    {"forward", (PyCFunction)Context_forward, METH_VARARGS,
+    {"capture", (PyCFunction)Context_capture, METH_O,
+     "capture(layers): forwards given `captured` hand back these layers' outputs (residual stream), in order"},
+    {"forward", (PyCFunction)(void (*)(void))Context_forward, METH_VARARGS | METH_KEYWORDS,
      "forward(tokens int32, pos, out float32, last_only): logits of the tokens at positions pos.."},
     {"vocab", (PyCFunction)Context_vocab, METH_O,
      "vocab(mask uint8 | None): compute only the output groups (16 ids each) whose mask byte is set; the other "

@@ -149,8 +149,9 @@ class LoadConfig:
     def __post_init__(self) -> None:
         _check(isinstance(self.model, str) and bool(self.model), "model", self.model, "a model name, .gguf path or HF folder")
         _check(isinstance(self.draft, str) and bool(self.draft), "draft", self.draft, "none, ngram, self:N, or a model name/path")
-        if self.draft.startswith("self:"):
-            n = self.draft[5:]
+        main = self.draft.removesuffix("+ngram")
+        if main.startswith("self:"):
+            n = main[5:]
             _check(n.isdigit() and int(n) >= 1, "draft", self.draft, "self:N with N >= 1 layers")
         _check(self.backend is None or self.backend in BACKENDS, "backend", self.backend, "one of " + ", ".join(BACKENDS))
         _check(self.draft_backend is None or self.draft_backend in BACKENDS, "draft_backend", self.draft_backend, "one of " + ", ".join(BACKENDS))

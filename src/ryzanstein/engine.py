@@ -9,24 +9,26 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from time import perf_counter
 from typing import Callable, Iterator
 
 import numpy as np
 
 from .config import GenerationConfig, LoadConfig
-from .errors import ContextOverflow, IncompatibleDraft, RyzansteinError
+from .errors import ContextOverflow, IncompatibleDraft, ModelNotFound, RyzansteinError
 from .machine import peak_rss_bytes
 from .models import Model, load_model
 from .models.chat import encode_prompt
+from .models.head import DraftHead
+from .models.store import head_path
 from .models.textstream import TextStream
 from .speculative.auto_policy import AutoPolicy
 from .speculative.costs import SpecCosts
 from .speculative.logprobs import TokenLogprob
 from .speculative.loop import decode, stop_ids
 from .speculative.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
-from .speculative.proposers import ModelProposer, NgramProposer, Proposer
+from .speculative.proposers import HeadProposer, HybridProposer, ModelProposer, NgramProposer, Proposer
 from .speculative.stats import GenerationStats
 
 
@@ -138,7 +140,7 @@ class Engine:
         """The same target and proposer in new KV caches (weights shared), with the costs already read: a second
         engine whose generations can run beside this one's (bench --lockstep)."""
         target = self.target.new_context()
-        proposer = self.proposer and self.proposer.twin()
+        proposer = self.proposer and self.proposer.twin(target)
         return Engine(self.config, target=target, proposer=proposer,
                       costs=self.costs.over(target, proposer and proposer.model))
 
@@ -232,11 +234,21 @@ def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch
 
 
 def build_proposer(c: LoadConfig, target: Model) -> Proposer | None:
-    """none | ngram | self:N | a draft model (checked against the target's tokenizer before any work)."""
+    """none | ngram | self:N | head[:PATH] | a draft model (checked against the target's tokenizer before any
+    work) | any of these but none and ngram, then `+ngram`: both drafters at once (HybridProposer)."""
     if c.draft == "none":
         return None
     if c.draft == "ngram":
         return NgramProposer(c.ngram_min, c.ngram_max)
+    main, plus, rest = c.draft.partition("+")
+    if plus:
+        if rest != "ngram" or main in ("none", "ngram"):
+            raise RyzansteinError(f"invalid draft={c.draft!r}: a combined drafter is DRAFT+ngram, DRAFT being head, "
+                                  "self:N or a draft model")
+        inner = build_proposer(replace(c, draft=main), target)
+        return HybridProposer(inner, NgramProposer(c.ngram_min, c.ngram_max), name=c.draft)
+    if c.draft == "head" or c.draft.startswith("head:"):
+        return HeadProposer(load_head(target, c.draft[5:] or None), target)
     if c.draft.startswith("self:"):
         n = int(c.draft[5:])
         if not 1 <= n < target.info.n_layers:
@@ -260,6 +272,17 @@ def draft_vocab(c: LoadConfig, draft: Model) -> int:
     if c.draft_vocab is not None:
         return c.draft_vocab
     return DRAFT_VOCAB if draft.vocab_size > 2 * DRAFT_VOCAB else 0
+
+
+def load_head(target: Model, path: str | None = None):
+    """The draft head for `target`: the file given, or the one `ryzanstein distill` put in the store."""
+    if path is None:
+        found = head_path(target.info.path)
+        if not found.is_file():
+            raise ModelNotFound(f"no draft head for {target.info.name} yet: train one with `ryzanstein distill "
+                                f"--model {target.info.name}` (or pick another --draft)")
+        path = str(found)
+    return DraftHead(path, target)
 
 
 def check_compatible(target: Model, draft: Model) -> None:

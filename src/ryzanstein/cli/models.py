@@ -7,6 +7,8 @@ import sys
 
 from ..errors import ModelNotFound, RyzansteinError
 from ..models import store
+from ..models.gguf_file import GGUFFile
+from ..models.head import read_spec
 
 
 # Register `models {list,pull,path}` on the main parser's subparsers.
@@ -30,6 +32,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     command = getattr(args, "models_command", None) or "list"
     if command == "list":
         _print_table(store.list_rows())
+        heads = head_rows()
+        if heads:
+            print()
+            _print_heads(heads)
     elif command == "pull":
         print(store.pull(args.name, out=sys.stderr))
     elif command == "path":
@@ -40,7 +46,48 @@ def cmd_models(args: argparse.Namespace) -> int:
             raise ModelNotFound(f"model '{args.name}' is not installed: run `ryzanstein models pull {args.name}`")
         print(st.path)
     elif command == "verify":
-        return _verify([args.name] if args.name else list(store.KNOWN_MODELS), named=bool(args.name))
+        code = _verify([args.name] if args.name else list(store.KNOWN_MODELS), named=bool(args.name))
+        return code if args.name else max(code, _verify_heads())
+    return 0
+
+
+# The heads `ryzanstein distill` wrote: one row each for `models list` / `models verify`, state ok or corrupt
+# (unreadable, or naming another file than the folder it sits in).
+def head_rows() -> list[dict]:
+    rows = []
+    for path in sorted((store.home() / "heads").glob("*/head.gguf")):
+        row = dict(name=f"head:{path.parent.name}", path=str(path), size=path.stat().st_size, state="ok", detail="")
+        try:
+            spec = read_spec(GGUFFile(path))
+            row.update(target=spec.target_name, trained_tokens=spec.trained_tokens, draft_vocab=spec.draft_vocab)
+            if spec.target_sha256[:16] != path.parent.name:
+                row.update(state="corrupt", detail="it names another target file than its folder")
+        except RyzansteinError as e:
+            row.update(state="corrupt", detail=str(e))
+        rows.append(row)
+    return rows
+
+
+def _print_heads(rows: list[dict]) -> None:
+    """The draft heads distill wrote (`--draft head` picks the one for the target file)."""
+    table = [("DRAFT HEAD", "SIZE MB", "FOR", "TRAINED ON", "PATH")]
+    table += [(r["name"], f"{r['size'] / 1e6:.0f}", r.get("target", "?") if r["state"] == "ok" else "corrupt",
+               f"{r.get('trained_tokens', 0):,} positions", r["path"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(f"{c:<{w}}" for c, w in zip(row[:4], widths)) + f"  {row[4]}")
+
+
+def _verify_heads() -> int:
+    """A line per draft head; a corrupt one is an error (exit 2)."""
+    rows = head_rows()
+    for r in rows:
+        print(f"{r['name']} (for {r.get('target', '?')}): {r['state']}" + (f" ({r['detail']})" if r["detail"] else "")
+              + f" {r['path']}")
+    bad = [r for r in rows if r["state"] != "ok"]
+    if bad:
+        raise RyzansteinError(f"draft head {bad[0]['path']} is corrupt: delete it and train it again with "
+                              "`ryzanstein distill`")
     return 0
 
 

@@ -273,6 +273,17 @@ class Model(ABC):
         output stays exact. False where the backend cannot skip output columns (every logit is computed)."""
         return False
 
+    def capture(self, layers: Sequence[int]) -> bool:
+        """From now on keep the outputs (residual stream) of these layers for every position forwarded, for
+        `hidden_states`: what a draft head reads, taken from the forwards the target runs anyway (no extra
+        pass). An empty list stops it. False where the backend cannot."""
+        return False
+
+    def hidden_states(self, start: int, end: int) -> np.ndarray:
+        """The captured layers' outputs at cached positions start..end-1: (end - start, layers * dim) float32,
+        a view valid until the next forward over those positions."""
+        raise RyzansteinError(f"the {self.info.backend} backend does not hand back hidden states")
+
     def truncated(self, n_layers: int) -> "Model":
         """The first `n_layers` blocks of this model (+ its final norm and LM head), with a KV cache of its own:
         the `self:N` draft."""

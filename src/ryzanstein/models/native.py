@@ -129,7 +129,8 @@ def check_types(g: GGUFFile) -> None:
 
 
 def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
-    """Repack every matrix of the GGUF and build the extension's Model (weights + thread pool).
+    """Repack every matrix of the GGUF and build the extension's Model (weights + thread pool); returns it and
+    the repacked matrices by name (a draft head shares the target's token embedding).
 
     Matrices are repacked on `threads` threads (the extension releases the GIL while it repacks)."""
     N = _ext()
@@ -146,7 +147,7 @@ def load_weights(g: GGUFFile, arch: NativeArch, threads: int, isa: str | None):
     with ThreadPoolExecutor(max(1, threads)) as pool:
         tensors = dict(zip((t.name.removesuffix(".weight") for t in mats), pool.map(repack, mats)))
     try:
-        return N.Model(arch.config(), tensors, vectors, threads, isa)
+        return N.Model(arch.config(), tensors, vectors, threads, isa), tensors
     except (KeyError, ValueError) as e:
         raise NativeUnsupported(f"{g.path.name} does not fit the native backend's model ({e.args[0]})") from None
 
@@ -182,7 +183,7 @@ class NativeModel(Model):
         if n_ctx < 1:
             raise ConfigError(f"invalid ctx_size={n_ctx}: must be positive")
         tokenizer = load_tokenizer(g)  # before the weights: a file it cannot read fails in a second
-        weights = load_weights(g, arch, threads, isa)
+        weights, self.tensors = load_weights(g, arch, threads, isa)
         file_type = g.field("general.file_type")
         del g  # the memory map: only the repacked copy stays
         self._init(weights, arch, tokenizer, ModelInfo(
@@ -194,6 +195,7 @@ class NativeModel(Model):
         self._weights, self._arch, self.tokenizer, self.info = weights, arch, tokenizer, info
         self._ctx = _ext().Context(weights, info.n_ctx, info.n_layers)
         self._out = np.empty((0, arch.vocab), np.float32)
+        self._captured: np.ndarray | None = None  # (n_ctx, layers * dim): capture()'s rows, by position
 
     def _view(self, **info_changes) -> NativeModel:
         """A model over these same weights with a KV cache of its own (info changed as given)."""
@@ -201,6 +203,7 @@ class NativeModel(Model):
         info = dataclasses.replace(self.info, **info_changes, extra={**self.info.extra, "shares_weights_with": owner})
         view = object.__new__(NativeModel)
         Model.__init__(view)
+        view.tensors = self.tensors
         view._init(self._weights, self._arch, self.tokenizer, info)
         return view
 
@@ -223,11 +226,29 @@ class NativeModel(Model):
         rows = 1 if last_only else len(ids)
         if self._out.shape[0] < rows:
             self._out = np.empty((max(rows, 17), self._arch.vocab), np.float32)
+        cap = self._captured
         try:
-            self._ctx.forward(ids, self.pos, self._out, last_only)
+            if cap is None:
+                self._ctx.forward(ids, self.pos, self._out, last_only)
+            else:
+                self._ctx.forward(ids, self.pos, self._out, last_only, captured=cap[self.pos:self.pos + len(ids)])
         except ValueError as e:
             raise RyzansteinError(f"native forward: {e}") from None
         return self._out[:rows]  # (rows, V) view, valid until the next forward
+
+    def capture(self, layers: Sequence[int]) -> bool:
+        layers = [int(x) for x in layers]
+        if not all(0 <= x < self.info.n_layers - 1 for x in layers) or len(layers) > 4:
+            raise ConfigError(f"capture layers must be at most 4 of 0..{self.info.n_layers - 2}, got {layers}")
+        self._ctx.capture(layers)
+        # np.empty: the pages are touched only as positions are forwarded
+        self._captured = np.empty((self.info.n_ctx, len(layers) * self._arch.dim), np.float32) if layers else None
+        return True
+
+    def hidden_states(self, start: int, end: int) -> np.ndarray:
+        if self._captured is None or not 0 <= start <= end <= self.pos:
+            raise RyzansteinError(f"no hidden states captured for positions {start}..{end - 1}")
+        return self._captured[start:end]
 
     def restrict_vocab(self, keep: np.ndarray | None) -> bool:
         """Only the output layer's 16-row groups holding a kept id are computed (a whole group, so a few more

@@ -135,6 +135,11 @@ def check(name: str, rehash: bool = False) -> ModelState:
     return ModelState(name, path, "ok")
 
 
+# Where `ryzanstein distill` puts the draft head of a target file: keyed by the file's sha256.
+def head_path(target_path: str | Path) -> Path:
+    return home() / "heads" / _verified_sha256(Path(target_path))[:16] / "head.gguf"
+
+
 # Path of an installed, intact model's GGUF, or None.
 def path_of(name: str) -> Path | None:
     st = check(name)

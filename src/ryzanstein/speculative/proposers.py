@@ -60,8 +60,9 @@ class Proposer(ABC):
     def reset(self) -> None:
         """Forget per-generation state."""
 
-    def twin(self) -> "Proposer":
-        """A proposer like this one with its own state (and KV cache), sharing any weights."""
+    def twin(self, target: Model | None = None) -> "Proposer":
+        """A proposer like this one with its own state (and KV cache), sharing any weights; `target` is the
+        context it will draft for (a draft head reads that context's hidden states)."""
         raise NotImplementedError(f"{type(self).__name__} cannot be twinned")
 
 
@@ -77,7 +78,7 @@ class NgramProposer(Proposer):
     def reset(self) -> None:
         self._buf, self._ctx_id = bytearray(), None
 
-    def twin(self) -> NgramProposer:
+    def twin(self, target: Model | None = None) -> NgramProposer:
         return NgramProposer(self.ngram_min, self.ngram_max)
 
     def _bytes(self, context: list[int]) -> bytearray:
@@ -97,6 +98,7 @@ class NgramProposer(Proposer):
         # Search the int32 bytes of the context with bytes.rfind (C speed); a hit must be 4-byte aligned.
         buf = self._bytes(context)
         T = len(context)
+        self.last_match = 0  # tokens of the context's suffix the draft's source matched
         for n in range(min(self.ngram_max, T - 1), self.ngram_min - 1, -1):
             pattern = buf[4 * (T - n):]
             end = 4 * (T - 1)  # a match must end before the last token, so something follows it
@@ -105,6 +107,7 @@ class NgramProposer(Proposer):
                 idx = buf.rfind(pattern, 0, idx + 4 * n - 1)
             if idx >= 0:
                 start = idx // 4 + n
+                self.last_match = n
                 return Draft(list(context[start:start + k]))
         return EMPTY
 
@@ -205,5 +208,156 @@ class ModelProposer(Proposer):
     def reset(self) -> None:
         self.model.reset()
 
-    def twin(self) -> ModelProposer:
+    def twin(self, target: Model | None = None) -> ModelProposer:
         return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False, vocab=self.vocab)
+
+
+class HeadProposer(Proposer):
+    """A draft head (models/head.py) over the target's own hidden states.
+
+    Each call feeds the head the rows the target has computed since the last one (the accepted tokens of the
+    last round, with the hidden states its verification forward captured: no extra target pass), which ends on
+    the row that drafts the first token; the chain goes on from the head's own output. Its drafted rows are
+    dropped again at the end of the call: its cache holds only rows the target has confirmed.
+    """
+
+    def __init__(self, head, target: Model, *, sampling: SamplingParams = GREEDY, p_min: float = 0.0,
+                 rng: np.random.Generator | None = None, name: str = "head", owns_weights: bool = True) -> None:
+        self.model, self.target, self.name, self.owns_weights = head, target, name, owns_weights
+        target.capture(head.spec.layers)  # resets the target's cache: every position from now on is captured
+        self.configure(sampling, p_min, rng)
+
+    def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
+        self.sampling, self.p_min = sampling, p_min
+        self.rng = rng or np.random.default_rng()
+
+    def _fed(self, context: list[int]) -> int:
+        """Head rows still valid for `context`: row i read context[i + 1] (and the target's state at i)."""
+        cached, n = self.model.tokens, 0
+        limit = min(len(cached), len(context) - 1)
+        while n < limit and cached[n] == context[n + 1]:
+            n += 1
+        return n
+
+    def uncached(self, context: list[int]) -> int:
+        return max(0, len(context) - 1 - self._fed(context))
+
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+        head, target = self.model, self.target
+        P = len(context) - 1  # positions the target holds; their hidden states are captured
+        k = min(k, head.n_ctx - P)
+        if k <= 0 or P < 1 or target.pos < P:
+            return EMPTY
+        fed = min(self._fed(context), P - 1)  # the row at P - 1 is always run: its logits draft the first token
+        head.truncate(fed)
+        logits = head.teacher(context[fed + 1:P + 1], target.hidden_states(fed, P))
+        d2t = head.d2t
+        tokens: list[int] = []
+        rows: list[np.ndarray] = []
+        conf: list[float] = []
+        for i in range(k):
+            if not self.sampling.greedy:
+                q = probs_from_logits(logits.numpy()[0], self.sampling)
+                if self.p_min > 0 and q.max() < self.p_min:
+                    break
+                j = sample(q, self.rng)
+                full = np.zeros(target.vocab_size, dtype=q.dtype)
+                full[d2t] = q
+                rows.append(full)
+                conf.append(float(q[j]))
+            else:
+                (j,), (p_top,) = logits.top()
+                if p_top < self.p_min:
+                    break
+                conf.append(p_top)
+            tokens.append(int(d2t[j]))
+            if i + 1 < k and not (stop and stop(conf)):
+                logits = head.score([tokens[-1]], last_only=True)
+            else:
+                break
+        head.truncate(P)  # keep only rows the target has confirmed
+        return Draft(tokens, None if self.sampling.greedy else np.stack(rows) if rows else None, conf)
+
+    def memory_bytes(self) -> int:
+        mem = self.model.memory()
+        return mem.kv_cache_bytes + (mem.weights_bytes if self.owns_weights else 0)
+
+    def reset(self) -> None:
+        self.model.reset()
+
+    def twin(self, target: Model | None = None) -> HeadProposer:
+        if target is None:
+            raise ValueError("a draft head's twin drafts for another target context: pass it")
+        return HeadProposer(self.model.over(target), target, name=self.name, owns_weights=False)
+
+
+class HybridProposer(Proposer):
+    """Prompt lookup and a model drafter at once (`head+ngram`): each round takes the proposal expected to
+    yield more tokens. Prompt lookup is free, so it is asked first; its draft is taken when rounds like it (the
+    same matched suffix length) have yielded at least what the model's drafts yield, both learned online from
+    this generation's own rounds; otherwise the model drafts. The model is what the policy prices (its cost)
+    and what the loop sees (`model`), so auto plans K for it."""
+
+    MATCH_BINS = 5  # matched suffix lengths 1, 2, 3, 4 and more
+
+    def __init__(self, main: Proposer, lookup: NgramProposer, name: str | None = None) -> None:
+        self.main, self.lookup = main, lookup
+        self.model = main.model
+        self.name = name or f"{main.name}+{lookup.name}"
+        self.reset()
+
+    def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
+        self.main.configure(sampling, p_min, rng)
+
+    def uncached(self, context: list[int]) -> int:
+        return self.main.uncached(context)
+
+    def reset(self) -> None:
+        self.main.reset()
+        self.lookup.reset()
+        # accepted tokens per round, summed, and rounds: [main] + one per matched-length bin of prompt lookup
+        self._sum = np.zeros(1 + self.MATCH_BINS)
+        self._n = np.zeros(1 + self.MATCH_BINS)
+        self._last: tuple[int, int, list[int]] | None = None  # (source, context length, tokens) of the last draft
+        self.lookup_rounds = 0
+
+    def _learn(self, context: list[int]) -> None:
+        """Score the last draft by how much of it the context now continues with."""
+        if self._last is None:
+            return
+        src, at, tokens = self._last
+        self._last = None
+        if len(context) <= at or context[:1] == []:
+            return
+        got = 0
+        for t, c in zip(tokens, context[at:]):
+            if t != c:
+                break
+            got += 1
+        self._sum[src] += got
+        self._n[src] += 1
+
+    def _mean(self, src: int, prior: float) -> float:
+        """Mean accepted tokens a round, with one pseudo-round at `prior`: an untried source is tried."""
+        return (self._sum[src] + prior) / (self._n[src] + 1)
+
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+        self._learn(context)
+        if k <= 0:
+            return EMPTY
+        lookup = self.lookup.propose(context, k)
+        if lookup.tokens:
+            src = min(self.lookup.last_match, self.MATCH_BINS)
+            if self._mean(src, prior=float(len(lookup.tokens))) >= self._mean(0, prior=float(k)):
+                self.lookup_rounds += 1
+                self._last = (src, len(context), list(lookup.tokens))
+                return lookup
+        draft = self.main.propose(context, k, stop)
+        self._last = (0, len(context), list(draft.tokens))
+        return draft
+
+    def memory_bytes(self) -> int:
+        return self.main.memory_bytes()
+
+    def twin(self, target: Model | None = None) -> HybridProposer:
+        return HybridProposer(self.main.twin(target), self.lookup.twin(), self.name)
