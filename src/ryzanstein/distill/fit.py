@@ -19,10 +19,11 @@ from ..models.gguf_file import GGUFFile
 from ..models import store
 from ..models.head import HeadSpec, default_layers, write_head
 from ..models.native import _ext
-from .head_torch import TorchHead
+from .head_torch import TorchHead, rms
 from .train import STEP_WEIGHTS, Run, doc_index, load_shards
 
 EVAL_EVERY_S = 300.0
+NEGATIVES = 1024  # random draft ids beside the document's candidates in a training softmax
 WARMUP_STEPS = 20
 
 
@@ -97,14 +98,25 @@ class Trainer:
         outs = self.head(feats, toks[1:], steps)
         total = torch.zeros(())
         stats = []
+        tids = self.t2d[top_ids]  # (T, TOP_K) draft ids, -1 outside the draft vocabulary
+        if train:  # the softmax over the ids the target considers in this document and NEGATIVES random others
+            g = torch.Generator().manual_seed(self.run.cfg.seed * 1_000_003 + ref[0] * 65_537 + ref[1])
+            cand = torch.unique(torch.cat([tids[tids >= 0], torch.randint(0, len(self.d2t), (NEGATIVES,), generator=g)]))
+            where = torch.full((len(self.d2t),), -1, dtype=torch.long)
+            where[cand] = torch.arange(len(cand))
+            rows = self.head.output[cand]
         for j, h in enumerate(outs, start=1):
             n = h.shape[0]
-            logits = self.head.logits(h)
+            tid, p = tids[j:j + n], top_p[j:j + n] * (tids[j:j + n] >= 0)
+            if train:
+                logits = (rms(h, self.head.spec.eps) * self.head.out_norm) @ rows.t()
+                col = where[tid.clamp(min=0)].clamp(min=0)  # p is 0 where tid is -1
+            else:
+                logits = self.head.logits(h)
+                col = tid.clamp(min=0)
             logp = torch.log_softmax(logits.float(), dim=-1)
-            tid = self.t2d[top_ids[j:j + n]]  # (n, TOP_K) draft ids, -1 outside the draft vocabulary
-            p = top_p[j:j + n] * (tid >= 0)
-            total = total - STEP_WEIGHTS[j - 1] * (p * logp.gather(1, tid.clamp(min=0))).sum()
-            with torch.no_grad():
+            total = total - STEP_WEIGHTS[j - 1] * (p * logp.gather(1, col)).sum()
+            if not train:
                 pred = torch.from_numpy(self.d2t)[logits.argmax(-1)]
                 stats.append((int((pred == top_ids[j:j + n, 0]).sum()), n))
         return total, stats
@@ -174,7 +186,7 @@ class Trainer:
                 got, loss_sum = 0, 0.0
                 while got < cfg.batch_tokens and p.index < len(order):
                     ref = self.docs[order[p.index]]
-                    loss, _ = self.doc_loss(ref, self.train)
+                    loss, _ = self.doc_loss(ref, self.train, train=True)
                     n = ref[2] - ref[1]
                     (loss / cfg.batch_tokens).backward()
                     loss_sum += float(loss.detach())

@@ -55,9 +55,10 @@ class TorchHead(nn.Module):
         self.fuse = lin(d, len(spec.layers) * d)
         self.mix = lin(d, 2 * d)
         self.wq, self.wk, self.wv = lin(qd, d), lin(kvd, d), lin(kvd, d)
-        self.wo = lin(d, qd, 0.5)
+        # the residual branches' last matrices start at zero: the layer starts as the identity on its input
+        self.wo = lin(d, qd, 0.0)
         self.wgate, self.wup = lin(spec.ffn, d), lin(spec.ffn, d)
-        self.wdown = lin(d, spec.ffn, 0.5)
+        self.wdown = lin(d, spec.ffn, 0.0)
         self.attn_norm = nn.Parameter(torch.ones(d))
         self.ffn_norm = nn.Parameter(torch.ones(d))
         # frozen, the target's: buffers (not trained, not in the optimizer)
