@@ -125,8 +125,8 @@ def test_noise_floor_is_an_a_a_test_of_plain_repeats():
 def test_prompt_sets_and_helpers(tmp_path):
     ps = load_prompts(None)
     cats = {p["category"] for p in ps}
-    assert len(ps) >= 48 and cats == {"code", "code_editing", "summarization", "extraction", "qa", "translation",
-                                      "math", "chat"}
+    assert len(ps) == 54 and cats == {"code", "code_editing", "summarization", "extraction", "qa", "translation",
+                                      "math", "chat", "retrieval"}
     assert all(sum(p["category"] == c for p in ps) >= 6 for c in cats) and len({p["id"] for p in ps}) == len(ps)
     long = load_prompts(None, long=True)
     assert {p["category"] for p in long} == {"long_1k", "long_2k", "long_4k"} and len(long) >= 6

@@ -26,6 +26,12 @@ def test_profile_is_measured_once_then_read_from_the_cache(home, llama_smol, cap
     assert data["key"]["kernels"].startswith("llama-cpp-python ")
     again = costs.profile_for(llama_smol)
     assert again.source == "cache" and again.v_s == first.v_s
+    # a prefill's cost per token (what a draft's catch-up costs) is measured too: well under a one-token step
+    assert 0 < first.prefill_s < first.v_s[0] / 2 and data["prefill_s"] == again.prefill_s == first.prefill_s
+    del data["prefill_s"]  # a profile cached before it was measured: measured again, without a warning
+    files[0].write_text(json.dumps(data))
+    capsys.readouterr()
+    assert costs.profile_for(llama_smol).source == "measured" and "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change", ["cpu", "threads", "file", "kernels"])
@@ -53,6 +59,11 @@ def test_atomic_save_and_foreign_profile_file(tmp_path):
     assert loaded.v(5) == pytest.approx(0.015 + 2 * 0.003)  # extrapolated past the measured widths
     from ryzanstein.errors import RyzansteinError
 
+    # a file may say what a drafted token and a draft's catch-up cost per token there, as fractions of v(1)
+    costs.save(prof, path)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "draft_ratio": 0.3, "draft_prefill_ratio": 0.04}))
+    spec = costs.SpecCosts(target=None, draft=object(), profile_file=str(path))
+    assert spec.draft_token_s() == pytest.approx(0.003) and spec.draft_prefill_token_s() == pytest.approx(0.0004)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(RyzansteinError, match="cost profile .*bad.json: v_s must be a list"):
         costs.load_file(tmp_path / "bad.json")

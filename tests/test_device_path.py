@@ -39,7 +39,7 @@ class Oracle(Proposer):
         self.prompt_len = prompt_len
         self.cont = [7 if i % 5 == 4 else t for i, t in enumerate(continuation)] + [7] * 16
 
-    def propose(self, context, k, stop=None):
+    def propose(self, context, k, stop=None, catch_up=None):
         done = len(context) - self.prompt_len
         return Draft(self.cont[done:done + k])
 

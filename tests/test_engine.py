@@ -19,7 +19,7 @@ class Oracle(Proposer):
     def __init__(self, prompt_len, continuation, junk=7):
         self.prompt_len, self.cont, self.junk = prompt_len, list(continuation) + [junk] * 16, junk
 
-    def propose(self, context, k, stop=None):
+    def propose(self, context, k, stop=None, catch_up=None):
         done = len(context) - self.prompt_len
         return Draft(self.cont[done:done + k])
 
@@ -32,11 +32,11 @@ class Failing(Proposer):
     def __init__(self, inner, fail_at=3):
         self.inner, self.calls, self.fail_at = inner, 0, fail_at
 
-    def propose(self, context, k, stop=None):
+    def propose(self, context, k, stop=None, catch_up=None):
         self.calls += 1
         if self.calls == self.fail_at:
             raise MemoryError("draft ran out of memory")
-        return self.inner.propose(context, k, stop)
+        return self.inner.propose(context, k, stop, catch_up)
 
 
 @pytest.fixture(scope="module")

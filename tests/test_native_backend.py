@@ -11,10 +11,12 @@
   logits rows, so does a rollback then re-forward, and so does another thread count.
 - Greedy speculative decoding equals plain greedy decoding exactly on this backend, for prompt lookup, the
   self-draft and a Qwen 0.5B draft for the 1.5B, K in {1, 2, 4, 8} and auto; seeded sampling with prompt
-  lookup equals seeded plain sampling too.
+  lookup equals seeded plain sampling too. After a ~700-token prompt, auto feeds the draft's catch-up in
+  chunks and still equals plain; with a short answer and no token limit the draft never feeds the prompt.
 - The llama.cpp backend's contract tests (EOS inside a draft, budget hit mid-draft, a failing draft, the
   sampling chi-square tests) run here on the native backend too.
 """
+import json
 import subprocess
 import sys
 
@@ -24,6 +26,8 @@ from gguf import GGMLQuantizationType as Q
 from gguf.quants import dequantize, quantize
 
 from ryzanstein import Engine, GenerationConfig
+from ryzanstein.bench.prompts import load_prompts
+from ryzanstein.config import LoadConfig
 from ryzanstein.errors import RyzansteinError
 from ryzanstein.models import _native as N
 from ryzanstein.models import load_model, store
@@ -266,6 +270,44 @@ def test_greedy_speculative_equals_plain_with_the_qwen_draft(qwen05_path):
     draft = ModelProposer(NativeModel(qwen05_path, name="qwen2.5-coder-0.5b", n_ctx=512, threads=2), vocab=32768)
     assert draft.vocab == 32768
     assert _equal_to_plain(target, draft) > 0
+
+
+def _long_prompt_engine(native_smol, tmp_path, prefill_ratio):
+    """SmolLM2 with its self:8 draft under policy auto, planning with a fixed profile (flat verifies and a cheap
+    draft: drafting pays), the draft's catch-up costing `prefill_ratio` of a target step per token."""
+    prof = tmp_path / "profile.json"
+    prof.write_text(json.dumps({"v_s": [0.01 * (1 + 0.02 * i) for i in range(16)], "draft_ratio": 0.05,
+                                "draft_prefill_ratio": prefill_ratio}))
+    proposer = ModelProposer(native_smol.truncated(8), name="self:8")
+    return Engine.from_models(native_smol, proposer, LoadConfig(cost_profile=str(prof))), proposer
+
+
+RETRIEVAL = load_prompts(None, categories=["retrieval"])[0]["prompt"]  # ~700 tokens of passages, a question
+
+
+def test_a_long_prompt_caught_up_in_chunks_still_equals_plain(native_smol, tmp_path):
+    """A catch-up that pays (96 tokens to come) is fed a chunk a round, the draft drafting only once in step;
+    the output is plain greedy's, token for token."""
+    cfg = GenerationConfig(max_new_tokens=96, temperature=0.0, ignore_eos=True)
+    ref = Engine.from_models(native_smol).generate(RETRIEVAL, cfg)
+    eng, _ = _long_prompt_engine(native_smol, tmp_path, prefill_ratio=0.02)  # 700 tokens: 14 steps, 4 a round
+    out = eng.generate(RETRIEVAL, cfg)
+    assert out.tokens == ref.tokens
+    s = out.stats
+    assert s.catch_up_rounds >= 2 and s.spec_rounds > 0 and s.draft_fed_tokens >= out.prompt_tokens
+
+
+def test_a_short_answer_after_a_long_prompt_does_not_pay_for_the_prompt(native_smol, tmp_path):
+    """As a server asked for no limit: max_new_tokens is the rest of the context, and the answer ends after 35
+    tokens. Catching up with the 700-token prompt would cost 350 target steps' worth here: more than drafting
+    could save over the 128 tokens expected at first, so the draft never feeds the prompt (before: it fed all of
+    it in the first round, the plan's drafting paying for it on a budget of max_new_tokens)."""
+    eng, proposer = _long_prompt_engine(native_smol, tmp_path, prefill_ratio=0.5)
+    ids = eng.encode(RETRIEVAL)
+    out = eng.generate(ids, temperature=0.0, max_new_tokens=native_smol.n_ctx - len(ids))
+    assert out.finish_reason == "stop" and out.num_tokens < 64
+    assert out.tokens == Engine.from_models(native_smol).generate(ids, temperature=0.0, max_new_tokens=64).tokens
+    assert proposer.model.pos < len(ids) // 4 and out.stats.draft_fed_tokens < len(ids) // 4
 
 
 def test_restricted_output_layer_gives_the_same_logits_where_it_computes(native_smol):

@@ -1,4 +1,6 @@
 """Pure-Python parts: config validation, stats arithmetic, n-gram lookup, sampling filters, policies."""
+import math
+
 import numpy as np
 import pytest
 
@@ -173,11 +175,11 @@ def test_round_and_auto_policy_are_built_by_keyword():
     assert AutoPolicy(target_costs=flat(), draft_token_s=1e-5, model_free=True).k_max == 8
 
 
-def rnd(k, num_accepted, draft_s, verify_s, shadow=(), emitted=None, conf=None):
+def rnd(k, num_accepted, draft_s, verify_s, shadow=(), emitted=None, conf=None, fed=0):
     """A Round for a policy; unless told, it emitted the accepted drafts + one token."""
     emitted = [0] * (num_accepted + 1) if emitted is None else emitted
     return Round(k=k, num_accepted=num_accepted, emitted=emitted, draft_s=draft_s, verify_s=verify_s,
-                 shadow=list(shadow), conf=conf)
+                 shadow=list(shadow), conf=conf, fed=fed)
 
 
 def flat(v1=0.01, n=16):
@@ -250,7 +252,7 @@ def test_auto_probes_a_model_draft_in_the_first_round():
                      prompt_tokens=100, max_new_tokens=96)
     assert pol.best_k() == 0 and pol.can_ever_win()  # at the prior's 50% plain wins; at 90% the draft would
     assert pol.choose() == 1
-    pol.observe(rnd(1, 1, 0.43 * 0.01 + 99 * 2e-4, pol.costs.v(2)))  # accepted, after a 99-token catch-up
+    pol.observe(rnd(1, 1, 0.43 * 0.01 + 99 * 2e-4, pol.costs.v(2), fed=100))  # accepted, after a 99-token catch-up
     ks = []
     for _ in range(20):
         ks.append(pol.choose())
@@ -261,7 +263,7 @@ def test_auto_probes_a_model_draft_in_the_first_round():
     first = AutoPolicy(target_costs=native, draft_token_s=0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
                        prompt_tokens=100, max_new_tokens=96)
     assert first.choose() == 1
-    first.observe(rnd(1, 0, 0.43 * 0.01 + 99 * 2e-4, first.costs.v(2)))  # rejected, after a 99-token catch-up
+    first.observe(rnd(1, 0, 0.43 * 0.01 + 99 * 2e-4, first.costs.v(2), fed=100))  # rejected, after a 99-token catch-up
     assert abs(first.draft_token_s - 0.43 * 0.01) < 1e-9 and first.can_ever_win()
     # the same draft after a prompt whose catch-up would cost more than that: plain, probed later
     pol = AutoPolicy(target_costs=native, draft_token_s=0.43 * 0.01, model_free=False, k_max=8, draft_prefill_token_s=2e-4,
@@ -340,7 +342,7 @@ def test_auto_prediction_counts_the_draft_catch_up_prefill():
         pol = AutoPolicy(target_costs=flat(), draft_token_s=1e-3, model_free=False, k_max=8, draft_prefill_token_s=prefill_token_s,
                          prompt_tokens=1001, max_new_tokens=1 << 20)
         assert pol.choose() > 0  # a flat profile: drafting pays from the start
-        pol.observe(rnd(2, 2, 2e-3 + 1000 * prefill_token_s, pol.costs.v(3)))
+        pol.observe(rnd(2, 2, 2e-3 + 1000 * prefill_token_s, pol.costs.v(3), fed=1001))
         preds.append(pol.pred_time)
     assert preds[1] == pytest.approx(preds[0] + 1000 * 1e-4)
 
@@ -365,3 +367,55 @@ def test_auto_skips_a_probe_whose_catch_up_prefill_costs_too_much():
         pol.observe(rnd(ks[-1], 0, 0.0, pol.costs.v(ks[-1] + 1), emitted=[1]))
         pol.lag = 10
     assert max(ks) == 1
+
+
+def _catch_up_policy(prompt_tokens, max_new_tokens=100_000):
+    """A model draft whose plan wins (flat verifies, a cheap draft), its catch-up 0.1 of a step a token."""
+    return AutoPolicy(target_costs=flat(), draft_token_s=0.05 * 0.01, model_free=False, k_max=8,
+                      draft_prefill_token_s=1e-3, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens)
+
+
+def plain_round(pol):
+    pol.observe(rnd(0, 0, 0.0, pol.costs.v(1), emitted=[1]))
+
+
+def test_auto_weighs_a_model_drafts_catch_up_against_the_tokens_still_expected():
+    """Behind a 700-token catch-up (70 steps) the plan waits: the answer may be short, and drafting would save
+    ~0.4 of a step a token over the 128 tokens expected at first. A generation that has run long enough to
+    repay it is expected to run on: then the catch-up is fed a chunk a round (4 steps' worth: 40 tokens), K
+    asked for every round, and the draft drafts once in step. A short prompt's catch-up is paid at once."""
+    short_prompt = _catch_up_policy(30)
+    assert short_prompt.choose() == 8 and not short_prompt.catching_up
+    pol = _catch_up_policy(700)
+    assert pol.best_k() > 0 and pol.catch_up_limit() == 40
+    plain = 0
+    while not pol.choose():
+        plain_round(pol)
+        plain += 1
+    # (700 + t) * 1e-3 s <= ~0.004 s * t from t ~ 240 tokens on; plans are re-made every 32 rounds
+    assert 240 <= plain <= 320 and plain % 32 == 0 and pol.catching_up == 8
+    lag, chunks = pol.lag, 0
+    while pol.lag > 40:  # the draft feeds 40 tokens a round (the round emits one) and drafts nothing
+        pol.observe(rnd(0, 0, 40 * 1e-3, pol.costs.v(1), emitted=[1], fed=40))
+        chunks += 1
+        assert pol.choose() == 8
+    assert lag == 700 + 1 + plain and chunks == math.ceil((lag - 40) / 39)
+    pol.observe(rnd(3, 3, pol.lag * 1e-3 + 3 * 0.05 * 0.01, pol.costs.v(4), fed=pol.lag))  # in step: it drafted
+    assert not pol.catching_up and pol.lag == 1 and pol.choose() == 8
+    assert pol.draft_prefill_token_s == pytest.approx(1e-3)  # the chunks cost what was predicted
+    # the same generation with max_new_tokens = 100: never worth it
+    capped = _catch_up_policy(700, max_new_tokens=100)
+    for _ in range(99):
+        assert capped.choose() == 0
+        plain_round(capped)
+
+
+def test_auto_learns_what_a_catch_up_chunk_costs():
+    pol = _catch_up_policy(700)
+    pol.catching_up = 8
+    for _ in range(10):  # chunks at half the predicted cost per token
+        pol.observe(rnd(0, 0, 40 * 0.5e-3, pol.costs.v(1), emitted=[1], fed=40))
+    assert 0.5e-3 < pol.draft_prefill_token_s < 0.8e-3 and pol.catch_up_limit() > 40
+    nxt = _catch_up_policy(700)
+    nxt.resume(pol.learned())  # the engine's next generation starts from it
+    assert nxt.draft_prefill_token_s == pol.draft_prefill_token_s

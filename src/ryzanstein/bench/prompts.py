@@ -1,4 +1,4 @@
-"""The prompt sets of `ryzanstein bench`: the shipped ones (8 categories x 6, and long-context) or a user's file."""
+"""The prompt sets of `ryzanstein bench`: the shipped ones (9 categories x 6, and long-context) or a user's file."""
 from __future__ import annotations
 
 import json

@@ -230,6 +230,7 @@ def spec_summary(stats: GenerationStats) -> dict:
         "draft": stats.draft, "policy": stats.policy,
         "rounds": stats.rounds, "spec_rounds": stats.spec_rounds,
         "num_draft_tokens": stats.num_draft_tokens, "num_accepted": stats.num_accepted,
+        "draft_fed_tokens": stats.draft_fed_tokens, "catch_up_rounds": stats.catch_up_rounds,
         "acceptance_rate": stats.acceptance_rate, "mean_acceptance_length": stats.mean_acceptance_length,
         "acceptance_by_position": stats.acceptance_by_position,
         "k_per_round": k_summary(stats.k_per_round),  # drafts verified

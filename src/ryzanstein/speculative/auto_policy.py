@@ -15,16 +15,26 @@ When plain wins the policy keeps watching cheaply: a model-free draft is still p
 microseconds) and scored against what the target actually emitted ("shadow" acceptance); a model draft is
 probed with K = 1 at exponentially spaced rounds, and only if some K would win were the draft good (90%
 accepted): a probe costs a verify of 2 tokens plus the draft catching up with the context, so a draft that
-cannot pay is never probed, and one whose catch-up prefill would cost more than 5% of the generation's
-remaining plain time is not either. A model draft is probed in the first round, before anything is known of
-it on this text (its catch-up is then the prompt, allowed up to 10% of the generation's plain time):
-waiting 32 rounds first made the prompt's catch-up a cost no later probe could afford, so a good draft was
-never tried (Qwen 1.5B + 0.5B on the native backend: 89% of the tokens it drafted were accepted, yet it
-drafted in 5% of the rounds).
+cannot pay is never probed, and one whose catch-up prefill would cost more than 5% of the plain time of the
+tokens still expected is not either. A model draft is probed in the first round, before anything is known of
+it on this text (its catch-up is then the prompt, allowed up to 10%): waiting 32 rounds first made the
+prompt's catch-up a cost no later probe could afford, so a good draft was never tried (Qwen 1.5B + 0.5B on the
+native backend: 89% of the tokens it drafted were accepted, yet it drafted in 5% of the rounds).
+
+A model draft's catch-up (every context token its cache lacks: after a long prompt, a prefill of the draft) is
+weighed against what drafting would save over the tokens the generation is still expected to emit: as many as
+it has emitted so far (a generation that has run long tends to run on), HORIZON at its start, never more than
+max_new_tokens leaves. max_new_tokens alone says nothing: a server asked for no limit passes the context's
+end, and a retrieval answer of 12-96 tokens after a 700-token prompt then paid the draft's 0.9 s prefill of
+the prompt in a 3.5 s request (0.80x of plain, 2026-12-07). A plan whose saving would not repay the catch-up
+is not taken; a probe's catch-up stays within its budget of the tokens expected. Once taken, the catch-up is
+fed a chunk a round (CATCH_UP_STEPS plain steps' worth, the round drafting nothing) until the draft is in
+step, so no round stalls on a whole prefill and an answer that ends meanwhile has paid only the chunks fed.
 
 Costs are refined online: the machine's live speed (`scale`, from every verifying forward), the extra cost of
 multi-token verifies over the profile (`spec_bias`: the profile is taken at a short context), the draft's
-cost per token and the per-round overhead outside draft and verify.
+cost per token, its catch-up's cost per token (from the chunk rounds) and the per-round overhead outside draft
+and verify.
 """
 from __future__ import annotations
 
@@ -35,11 +45,15 @@ from .round import Round
 
 PROBE_FIRST, PROBE_MAX = 32, 512
 ALPHA_GOOD = 0.9  # a model draft is probed only if it would win when this good
-PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time left
+PROBE_BUDGET = 0.05  # ... and if the probe costs at most this share of the plain time of the tokens expected
 FIRST_PROBE_BUDGET = 0.10  # a first-round probe may cost this share (its catch-up: the whole prompt)
+HORIZON = 128  # tokens a generation is expected to emit, at its start (a bench budget of 96-128 is that anyway)
+CATCH_UP_STEPS = 4  # a round feeds a model draft's catch-up this many plain steps' worth of its prefill
+CATCH_UP_MIN = 32  # ... and at least this many tokens (a prefill's cost per token holds from about there)
 REPLAN_EVERY = 32  # rounds: costs drift slowly; news about the draft (a shadow hit, a probe) re-plans at once
 EMA = 0.1  # weight of the newest observation in the online cost estimates
-CARRY = ("scale", "spec_bias", "draft_token_s", "overhead_s")  # learned costs the next generation starts from
+# learned costs the next generation starts from
+CARRY = ("scale", "spec_bias", "draft_token_s", "draft_prefill_token_s", "overhead_s")
 CARRY_CALIBRATION = 8.0  # ... and the calibration, as at most this many predicted tokens of evidence
 
 
@@ -69,9 +83,13 @@ class AutoPolicy(DraftLengthPolicy):
         self._last_fwd_s = 0.0
         self.since_spec, self.probe_every = 0, PROBE_FIRST
         self._probe_check_at = 0  # a probe that did not pay is not reconsidered before this round
-        # a probe first makes a model draft catch up with every token it has not seen (a prefill): at the start,
-        # the prompt less what the draft's cache already holds (prompt_tokens, as the engine passes it)
-        self.draft_prefill_token_s, self.lag, self.remaining = draft_prefill_token_s, prompt_tokens, max_new_tokens
+        # a model draft must first catch up with every token it has not seen (a prefill): at the start, the
+        # prompt less what the draft's cache already holds (prompt_tokens, as the engine passes it) and the
+        # token the prefill emitted
+        self.draft_prefill_token_s, self.remaining = draft_prefill_token_s, max_new_tokens
+        self.lag = prompt_tokens + 1
+        self.emitted = 0  # tokens emitted by the rounds so far
+        self.catching_up = 0  # K to ask for while a model draft feeds its catch-up chunk by chunk (0: none)
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
         self.rounds = 0
 
@@ -119,30 +137,65 @@ class AutoPolicy(DraftLengthPolicy):
         """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
         return self.best_k([ALPHA_GOOD] * self.k_max, calibrated=False) > 0
 
+    def expected_left(self) -> float:
+        """Tokens this generation is still expected to emit: as many as it has emitted, HORIZON at first, at
+        most what max_new_tokens leaves."""
+        return min(self.remaining, max(self.emitted, HORIZON))
+
+    def catch_up_s(self) -> float:
+        """Predicted seconds of a model draft's catch-up before it can draft (its last token is fed by any
+        draft: part of its cost per token)."""
+        return max(self.lag - 1, 0) * self.draft_prefill_token_s
+
+    def catch_up_pays(self, k: int) -> bool:
+        """Would drafting at K save, over the tokens still expected, what the draft's catch-up costs first?"""
+        s = self.catch_up_s()
+        if s == 0:  # in step (every round after one that drafted)
+            return True
+        e, c = self.expected_tokens(), self.round_cost()
+        return s <= (c[0] / e[0] - c[k] / e[k]) * self.expected_left()
+
     def probe_pays(self, budget: float = PROBE_BUDGET) -> bool:
-        """Is a probe (the draft's catch-up prefill + a 2-token verify) within budget of what is left?"""
+        """Is a probe (the draft's catch-up prefill + a 2-token verify) within budget of what is expected?"""
         cost = self.round_cost()
-        probe = self.lag * self.draft_prefill_token_s + cost[1] - cost[0]
-        return probe <= budget * self.remaining * cost[0]
+        probe = self.catch_up_s() + cost[1] - cost[0]
+        return probe <= budget * self.expected_left() * cost[0]
+
+    def catch_up_limit(self) -> int | None:
+        """Tokens of its catch-up a model draft may feed in one round: CATCH_UP_STEPS plain steps' worth."""
+        if self.model_free or self.draft_prefill_token_s <= 0:
+            return None
+        return max(CATCH_UP_MIN, int(CATCH_UP_STEPS * self.plain_round_cost() / self.draft_prefill_token_s))
+
+    def _draft(self, k: int) -> int:
+        """Ask a model draft for K tokens, this round or, if it lacks more than a round feeds, once in step."""
+        limit = self.catch_up_limit()
+        if limit is not None and self.lag > limit:
+            self.catching_up = k
+        return k
 
     # the policy interface ----------------------------------------------------------------------------------
     def choose(self) -> int:
+        if self.catching_up:  # a model draft feeding its catch-up a chunk a round: it drafts once in step
+            return self.catching_up
         if self.rounds >= self._replan_at:
             k = self.best_k()
-            if k:
-                return k if self.model_free else self.k_max  # a model draft picks its own length, by confidence
+            if k and self.model_free:
+                return k
+            if k and self.catch_up_pays(k):
+                return self._draft(self.k_max)  # a model draft picks its own length, by confidence
             # plain wins; until new evidence for the draft arrives, re-planning each round would only cost
             # time (a plan costs ~40 us with caches cold after a forward, measured in the decode loop)
             self._replan_at = self.rounds + REPLAN_EVERY
         if not self.model_free:
             # nothing is known of the draft on this text yet: probe it now
             if self.rounds == 0 and self.can_ever_win() and self.probe_pays(FIRST_PROBE_BUDGET):
-                return 1
+                return self._draft(1)
             self.since_spec += 1
             if self.since_spec >= self.probe_every and self.rounds >= self._probe_check_at:
                 if self.can_ever_win() and self.probe_pays():
                     self.probe_every = min(2 * self.probe_every, PROBE_MAX)
-                    return 1  # a cheap probe: has the draft become good?
+                    return self._draft(1)  # a cheap probe: has the draft become good?
                 # the answer changes only as slowly as the learned costs: asking every round cost ~1% of a
                 # 9 ms step (measured in the decode loop, SmolLM2 self-draft)
                 self._probe_check_at = self.rounds + REPLAN_EVERY
@@ -161,17 +214,22 @@ class AutoPolicy(DraftLengthPolicy):
     def observe(self, r: Round) -> None:
         k, num_accepted, draft_s, verify_s = r.k, r.num_accepted, r.draft_s, r.verify_s
         shadow, emitted, conf = r.shadow, r.emitted, r.conf
-        n_out = len(emitted)
+        n_out, fed = len(emitted), r.fed
         self.rounds += 1
         self.remaining -= n_out
+        self.emitted += n_out
         self._last_fwd_s = draft_s + verify_s
         self.forecast.new_round()  # forget by rounds, not by observations: stale evidence fades even while plain
+        if self.catching_up and (k or fed < CATCH_UP_MIN):  # drafted, or was not cut short: in step
+            self.catching_up = 0
         if k == 0:  # the common case where speculation does not pay: scalars only
             c0 = self.plain_round_cost()
             self.pred_tokens += 1.0
-            self.pred_time += c0
+            self.pred_time += c0 + fed * self.draft_prefill_token_s  # a catch-up round's chunk
             self.pred_plain_time += c0
-            self.lag += n_out
+            self.lag = max(self.lag - fed, 0) + n_out
+            if fed >= CATCH_UP_MIN:  # a chunk of catch-up, all of the round's draft time
+                self.draft_prefill_token_s = _ema(self.draft_prefill_token_s, draft_s / fed)
             self.scale = _ema(self.scale, verify_s / self._v1)
             if shadow and emitted:  # score what the free draft would have said
                 hit = shadow[0] == emitted[0]
@@ -183,7 +241,7 @@ class AutoPolicy(DraftLengthPolicy):
         # a model draft first caught up with the tokens it had not seen (a prefill): not its cost per token,
         # but part of the round's predicted time (left out, the 0.5B draft's predicted decode speedup ran
         # 1.94x against 1.35x measured on the long extraction prompts, 2026-12-07)
-        catch_up_s = max(self.lag - 1, 0) * self.draft_prefill_token_s
+        catch_up_s = max(fed - 1, 0) * self.draft_prefill_token_s
         self.pred_tokens += self.expected_tokens(self.alphas(conf))[k]
         self.pred_time += cost[min(k, self.k_max)] + catch_up_s
         self.pred_plain_time += cost[0]

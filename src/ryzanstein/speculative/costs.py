@@ -1,5 +1,6 @@
-"""Costs: what one forward over n new tokens costs on this machine, v(n), measured and cached; and what a
-draft token costs, the estimates policy auto starts each generation from (`SpecCosts`).
+"""Costs: what one forward over n new tokens costs on this machine, v(n), measured and cached, with the cost per
+token of a long forward (a prefill, what a draft model's catch-up costs); and what a draft token costs, the
+estimates policy auto starts each generation from (`SpecCosts`).
 
 A profile belongs to (model file, backend and the build of its kernels, threads, dtype, device, CPU, and the GPU's
 name on a GPU): any change invalidates it. A forward is timed until its argmax ids are on the host, as a greedy
@@ -28,6 +29,7 @@ from ..models.base import Model
 from ..models.store import home
 
 N_MAX = 16  # verification widths profiled: 1..N_MAX (K = 0..15 drafts)
+PREFILL_N = 128  # tokens of the forward that prices a prefill, per token (a draft's catch-up comes in such chunks)
 PROFILE_VERSION = 1
 NGRAM_TOKEN_S = 2e-5  # a prompt-lookup search, per drafted token, before the online estimate takes over
 
@@ -50,12 +52,15 @@ def profile_key(model: Model) -> dict:
 
 @dataclass
 class CostProfile:
-    """v_s[n-1] = seconds for one forward over n new tokens (logits for all n), n = 1..N_MAX."""
+    """v_s[n-1] = seconds for one forward over n new tokens (logits for all n), n = 1..N_MAX; prefill_s = seconds
+    per token of a PREFILL_N-token forward (the last row's logits only, as a prefill computes)."""
 
     v_s: list[float]
     key: dict = field(default_factory=dict)
     source: str = "measured"  # measured | cache | file:<path>
     draft_ratio: float | None = None  # a file may say what a drafted token costs there, as a fraction of v(1)
+    prefill_s: float | None = None  # None: not measured (a profile file may leave it out)
+    draft_prefill_ratio: float | None = None  # a file may say what a draft's catch-up costs per token, / v(1)
 
     def v(self, n: int) -> float:
         """Seconds of one forward over n tokens (linear extrapolation past N_MAX)."""
@@ -69,15 +74,18 @@ class CostProfile:
 
     def to_json(self) -> dict:
         return {"version": PROFILE_VERSION, "key": self.key, "v_s": self.v_s,
-                "v_ratio": [round(x / self.v_s[0], 4) for x in self.v_s], "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                "v_ratio": [round(x / self.v_s[0], 4) for x in self.v_s], "prefill_s": self.prefill_s,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False) -> CostProfile:
     """Median time of a forward over n = 1..N_MAX tokens after a `context`-token prefill, each until its n
-    argmax ids are on the host (a greedy verification); cache left empty."""
+    argmax ids are on the host (a greedy verification), and per token of a PREFILL_N-token forward there (its
+    last row's argmax); cache left empty."""
     rng = np.random.default_rng(0)
     vocab = model.tokenizer.vocab_size
-    ids = [int(t) for t in rng.integers(min(100, vocab // 2), min(vocab, 30000), size=context + N_MAX)]
+    n_prefill = min(PREFILL_N, model.n_ctx - context)
+    ids = [int(t) for t in rng.integers(min(100, vocab // 2), min(vocab, 30000), size=context + max(n_prefill, N_MAX))]
     model.reset()
     model.score(ids[:context], last_only=True).argmax()
     base = model.pos
@@ -86,20 +94,25 @@ def measure(model: Model, context: int = 128, reps: int = 3, quiet: bool = False
         model.score(ids[context:context + n]).argmax()
         model.truncate(base)
     times: list[list[float]] = [[] for _ in range(N_MAX)]
+    prefill: list[float] = []
     if not quiet:  # one line, whether stderr is a terminal or a log
         print(f"profiling {model.info.name} ({model.info.backend}, {model.info.threads} threads): v(n) for n = 1.."
-              f"{N_MAX}, {reps} repeats", file=sys.stderr, flush=True)
+              f"{N_MAX} and a {PREFILL_N}-token prefill, {reps} repeats", file=sys.stderr, flush=True)
     for r in range(reps):
         for n in range(1, N_MAX + 1):
             t0 = time.perf_counter()
             model.score(ids[context:context + n]).argmax()
             times[n - 1].append(time.perf_counter() - t0)
             model.truncate(base)
+        t0 = time.perf_counter()
+        model.score(ids[context:context + n_prefill], last_only=True).argmax()
+        prefill.append((time.perf_counter() - t0) / n_prefill)
+        model.truncate(base)
     model.reset()
     v = [float(np.median(t)) for t in times]
     for i in range(1, N_MAX):  # a wider forward is never cheaper in the model we plan with
         v[i] = max(v[i], v[i - 1])
-    return CostProfile(v, profile_key(model))
+    return CostProfile(v, profile_key(model), prefill_s=float(np.median(prefill)))
 
 
 def _cache_path(key: dict) -> Path:
@@ -120,9 +133,10 @@ def _seconds(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-def parse(d, path: Path, n: int | None = None) -> tuple[list[float], float | None]:
-    """v_s (and draft_ratio) of a profile's JSON, checked: one finite positive number of seconds per width
-    n = 1..len (exactly `n` of them if given, at least 2 otherwise); RyzansteinError saying what is wrong."""
+def parse(d, path: Path, n: int | None = None) -> tuple[list[float], dict]:
+    """v_s of a profile's JSON, and its optional numbers (prefill_s, draft_ratio, draft_prefill_ratio), checked:
+    one finite positive number of seconds per width n = 1..len (exactly `n` of them if given, at least 2
+    otherwise), the others positive and finite where present; RyzansteinError saying what is wrong."""
     v = d.get("v_s") if isinstance(d, dict) else None
     count = f"{n}" if n else "at least 2"
     if not isinstance(v, list) or len(v) < (n or 2) or (n and len(v) != n):
@@ -132,10 +146,11 @@ def parse(d, path: Path, n: int | None = None) -> tuple[list[float], float | Non
     if bad is not None:
         raise RyzansteinError(f"cost profile {path}: v_s[{bad}] = {v[bad]!r} is not a positive, finite number of "
                               "seconds")
-    ratio = d.get("draft_ratio")
-    if ratio is not None and not _seconds(ratio):
-        raise RyzansteinError(f"cost profile {path}: draft_ratio = {ratio!r} is not a positive, finite number")
-    return [float(x) for x in v], ratio
+    extra = {name: d.get(name) for name in ("prefill_s", "draft_ratio", "draft_prefill_ratio")}
+    for name, x in extra.items():
+        if x is not None and not _seconds(x):
+            raise RyzansteinError(f"cost profile {path}: {name} = {x!r} is not a positive, finite number")
+    return [float(x) for x in v], extra
 
 
 def load_file(path: str | Path) -> CostProfile:
@@ -145,10 +160,10 @@ def load_file(path: str | Path) -> CostProfile:
     except (OSError, ValueError) as e:
         raise RyzansteinError(f"cannot read cost profile {path}: {e}; make one with `ryzanstein profile`") from None
     try:
-        v, ratio = parse(d, path)
+        v, extra = parse(d, path)
     except RyzansteinError as e:
         raise RyzansteinError(f"{e}; make one with `ryzanstein profile`") from None
-    return CostProfile(v, d.get("key", {}), source=f"file:{path}", draft_ratio=ratio)
+    return CostProfile(v, d.get("key", {}), source=f"file:{path}", **extra)
 
 
 def profile_for(model: Model, quiet: bool = False) -> CostProfile:
@@ -158,8 +173,10 @@ def profile_for(model: Model, quiet: bool = False) -> CostProfile:
     path = _cache_path(key)
     try:
         d = json.loads(path.read_text())
-        if d.get("version") == PROFILE_VERSION and d.get("key") == key:
-            return CostProfile(parse(d, path, N_MAX)[0], key, source="cache")
+        # (one cached before prefill_s was measured lacks it: measured again)
+        if d.get("version") == PROFILE_VERSION and d.get("key") == key and d.get("prefill_s") is not None:
+            v, extra = parse(d, path, N_MAX)
+            return CostProfile(v, key, source="cache", prefill_s=extra["prefill_s"])
     except (OSError, ValueError, AttributeError):
         pass  # no cache yet, not JSON, or not an object: measure
     except RyzansteinError as e:
@@ -219,8 +236,13 @@ class SpecCosts:
         return self._draft_token_s
 
     def draft_prefill_token_s(self) -> float:
-        """Seconds per token when a model draft catches up with many tokens at once (batched, from v(16))."""
+        """Seconds per token when a model draft catches up with many tokens at once (its measured prefill, in
+        the same proportion to its drafted token as on this machine; a profile file may give it)."""
         if self.draft is None:
             return 0.0
+        costs = self.target_profile()
+        if costs.draft_prefill_ratio is not None:
+            return costs.draft_prefill_ratio * costs.v(1)
         prof = self.draft_profile()
-        return prof.v(16) / 16 * self.draft_token_s() / prof.v(1)
+        per_token = prof.prefill_s if prof.prefill_s is not None else prof.v(N_MAX) / N_MAX
+        return per_token * self.draft_token_s() / prof.v(1)

@@ -68,7 +68,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         draft = shadow = EMPTY
         if want > 0:
             try:
-                draft = proposer.propose(context, want, policy.stop_drafting if k else None)
+                draft = proposer.propose(context, want, policy.stop_drafting if k else None, policy.catch_up_limit())
             except Exception as e:  # a failing draft must never cost the user their generation
                 if cfg.fallback == "error":
                     raise RyzansteinError(f"draft {proposer.name} failed: {type(e).__name__}: {e}") from e
@@ -98,7 +98,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         emitted += len(out)
         stats.num_tokens = emitted
         r = Round(k=len(draft.tokens), num_accepted=num_accepted, emitted=out, draft_s=t1 - t0, verify_s=t2 - t1,
-                  round_s=clock() - t0, shadow=shadow.tokens, conf=draft.conf, chosen=k)
+                  round_s=clock() - t0, shadow=shadow.tokens, conf=draft.conf, chosen=k, fed=draft.fed)
         stats.observe(r)
         if policy is not None:
             policy.observe(r)

@@ -23,6 +23,11 @@ class DraftLengthPolicy:
         """Asked by a model draft after each token it drafts, with its confidence in each so far: stop here?"""
         return False
 
+    def catch_up_limit(self) -> int | None:
+        """At most this many context tokens a draft model may feed this round before drafting (None: all it
+        lacks); one that lacks more only feeds them and drafts nothing."""
+        return None
+
     def observe(self, r: Round) -> None:
         """After a round: what it verified, accepted and emitted, and how long it took."""
 

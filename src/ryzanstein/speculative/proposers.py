@@ -5,6 +5,10 @@ the one the target has not cached yet. A Draft carries the distributions its tok
 (`probs`), or None for a model-free draft, which the acceptance rule treats as one-hot; a model draft also
 gives its probability for each token it proposed (`conf`) and asks `stop(conf so far) -> bool`, the policy's
 rule, after each token (a model-free proposer has no confidence to ask with, and ignores it).
+
+A draft model must first feed every context token its KV cache lacks (its catch-up: after a long prompt, a
+prefill of the draft). `catch_up` bounds that work for one call: a draft lacking more feeds that many and
+drafts nothing (a catch-up round), so a policy can spread the catch-up over rounds, or never start it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class Draft:
     tokens: list[int]
     probs: np.ndarray | None = None  # (len(tokens), V) or None = model-free (q one-hot)
     conf: list[float] | None = None  # the draft's probability for each of its tokens (model drafts)
+    fed: int = 0  # context tokens a draft model fed before drafting (its catch-up; the last token counts)
 
 
 EMPTY = Draft([])
@@ -42,8 +47,10 @@ class Proposer(ABC):
         return self.model is None
 
     @abstractmethod
-    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
-        """At most k draft tokens to follow `context`."""
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None,
+                catch_up: int | None = None) -> Draft:
+        """At most k draft tokens to follow `context`; a draft model feeds at most `catch_up` context tokens
+        first (None: all it lacks) and drafts nothing if it still lacks some."""
 
     def uncached(self, context: list[int]) -> int:
         """Tokens of `context` a draft model has still to feed before drafting after it (its catch-up; what
@@ -92,7 +99,8 @@ class NgramProposer(Proposer):
         self._buf += np.asarray(context[n:], dtype=np.int32).tobytes()
         return self._buf
 
-    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None,
+                catch_up: int | None = None) -> Draft:
         if k <= 0:
             return EMPTY
         # Search the int32 bytes of the context with bytes.rfind (C speed); a hit must be 4-byte aligned.
@@ -166,7 +174,8 @@ class ModelProposer(Proposer):
         self.sampling, self.p_min = sampling, p_min
         self.rng = rng or np.random.default_rng()
 
-    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None,
+                catch_up: int | None = None) -> Draft:
         m = self.model
         if k <= 0:
             return EMPTY
@@ -176,6 +185,10 @@ class ModelProposer(Proposer):
         if self.vocab:
             self._sync_vocab(context)
         lcp = m.reuse_prefix(context)  # always feeds at least the last token: we need its logits
+        fed = len(context) - lcp
+        if catch_up is not None and fed > catch_up:  # a catch-up round: one chunk of what the cache lacks
+            m.score(context[lcp:lcp + catch_up], last_only=True)
+            return Draft([], fed=catch_up)
         logits = m.score(context[lcp:], last_only=True)  # (1, V), where the draft's backend keeps it
         tokens: list[int] = []
         rows: list[np.ndarray] = []
@@ -199,7 +212,7 @@ class ModelProposer(Proposer):
             else:
                 break
         probs = np.stack(rows) if rows else None
-        return Draft(tokens, None if self.sampling.greedy else probs, conf)
+        return Draft(tokens, None if self.sampling.greedy else probs, conf, fed)
 
     def memory_bytes(self) -> int:
         mem = self.model.memory()

@@ -17,3 +17,4 @@ class Round:
     shadow: list[int] = field(default_factory=list)  # a draft proposed, not verified (K = 0): the policy scores it
     conf: list[float] | None = None  # a model draft's probability for each token it proposed
     chosen: int | None = None  # the K the policy chose (k may be fewer: the proposer found less); None = k
+    fed: int = 0  # context tokens a draft model fed before drafting (its catch-up; all of it if k = 0)

@@ -36,6 +36,8 @@ class GenerationStats:
     spec_rounds: int = 0  # rounds with K >= 1
     num_draft_tokens: int = 0
     num_accepted: int = 0
+    draft_fed_tokens: int = 0  # context tokens a draft model fed to catch up (a long prompt's prefill, if paid)
+    catch_up_rounds: int = 0  # rounds in which a draft model fed context tokens and drafted nothing
     accepted_per_position: list[int] = field(default_factory=list)  # [i]: rounds whose draft i was accepted
     drafted_per_position: list[int] = field(default_factory=list)  # [i]: rounds that drafted a token at i
     accepted_length_hist: list[int] = field(default_factory=list)  # [n]: spec rounds that accepted exactly n
@@ -63,9 +65,11 @@ class GenerationStats:
         self.k_chosen.append(k if r.chosen is None else r.chosen)
         self.draft_s += draft_s
         self.verify_s += verify_s
+        self.draft_fed_tokens += r.fed
         if n_emitted:
             self.token_latencies_s.extend([round_s / n_emitted] * n_emitted)
         if k == 0:
+            self.catch_up_rounds += r.fed > 0
             return
         self.spec_rounds += 1
         self.num_draft_tokens += k
@@ -131,7 +135,8 @@ class GenerationStats:
                               "speculating was predicted not to pay"}
         if self.k_per_round[last] == 0:
             return {"reason": "no_draft", "since_round": last,
-                    "detail": "the proposer found nothing to draft in the last round"}
+                    "detail": "the proposer drafted nothing in the last round (prompt lookup found no match, "
+                              "or a draft model was still catching up with the context)"}
         return None
 
     def latency_percentile(self, q: float) -> float:
