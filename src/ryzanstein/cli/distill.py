@@ -48,7 +48,12 @@ def cmd_distill(a: argparse.Namespace) -> int:
                         seed=a.seed, steps=a.steps, ffn=a.ffn, draft_vocab=a.draft_vocab, lr=a.lr,
                         threads=a.threads, checkpoint_minutes=a.checkpoint_minutes,
                         work_dir=Path(a.work_dir) if a.work_dir else None, out=Path(a.out) if a.out else None)
-    report = distill(cfg)
+    try:
+        report = distill(cfg)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with the same command and --resume",
+              file=sys.stderr)
+        return 130
     print(json.dumps(report, indent=1))
     return 0
 

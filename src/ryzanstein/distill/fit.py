@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -74,7 +76,8 @@ class Trainer:
         self.held = load_shards(run.shards("held_out"))
         if not self.train:
             raise RyzansteinError("no training features were extracted: give a larger budget (--minutes/--tokens)")
-        self.docs = doc_index(self.train)
+        self.head.feat_scale.copy_(feature_scale(self.train, run.spec()))
+        self.docs = doc_index(self.train, run.cfg.window)
         self.held_docs = doc_index(self.held)
         self.p = Progress()
         self.ckpt = run.dir / "checkpoint.pt"
@@ -164,6 +167,26 @@ class Trainer:
                 counts[j] += (c, n)
         return [float(c / n) if n else 0.0 for c, n in counts]
 
+    def bigram_accuracy(self) -> float:
+        """Held-out accuracy of the trivial drafter: after token x, the target's most frequent next token after
+        x in the training features (what a head must beat to be worth its cost)."""
+        V = self.head.embedding.shape[0]
+        x = np.concatenate([np.asarray(s["tokens"]) for s in self.train]).astype(np.int64)
+        y = np.concatenate([np.asarray(s["top_ids"][:, 0]) for s in self.train]).astype(np.int64)
+        order = np.lexsort((y, x))
+        x, y = x[order], y[order]
+        pair = x * V + y
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        counts = np.diff(np.r_[starts, len(pair)])
+        best = np.full(V, -1, dtype=np.int64)
+        top = np.zeros(V, dtype=np.int64)
+        for s0, c in zip(starts, counts):  # pairs sorted by x: keep each x's most frequent y
+            if c > top[x[s0]]:
+                top[x[s0]], best[x[s0]] = c, y[s0]
+        hx = np.concatenate([np.asarray(s["tokens"]) for s in self.held]).astype(np.int64)
+        hy = np.concatenate([np.asarray(s["top_ids"][:, 0]) for s in self.held]).astype(np.int64)
+        return float((best[hx] == hy).mean()) if len(hx) else 0.0
+
     # ---- the loop -------------------------------------------------------------------------------------
     def fit(self, plan_total: int | None, minutes_left) -> Progress:
         """Train until p.total positions (plan_total; or, with only a time budget, what the measured rate fits
@@ -176,9 +199,12 @@ class Trainer:
         t_ckpt = t_eval = time.monotonic()
         t0, tok0 = time.monotonic(), p.tokens
         order = self.order(p.epoch)
-        interrupted = False
+        self.stop_requested = False
+        previous = _on_interrupt(self)
         try:
             while not p.total or p.tokens < p.total:
+                if self.stop_requested:  # Ctrl-C: stop at this step boundary, checkpointed
+                    break
                 if p.index >= len(order):
                     p.epoch, p.index = p.epoch + 1, 0
                     order = self.order(p.epoch)
@@ -213,11 +239,12 @@ class Trainer:
                 if now - t_ckpt > cfg.checkpoint_minutes * 60:
                     self.save()
                     t_ckpt = now
-        except KeyboardInterrupt:
-            interrupted = True
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         bar.close()
         self.save()
-        if interrupted:
+        if self.stop_requested:
             raise KeyboardInterrupt
         p.held_out = self.evaluate()
         if not p.history or p.history[-1][0] != p.tokens:
@@ -242,6 +269,29 @@ def output_rows(path, ids: np.ndarray) -> tuple[bytes, int]:
     row_bytes = _ext().src_row_bytes(t.type, cols)
     raw = np.frombuffer(g.data(t), np.uint8).reshape(rows, row_bytes)
     return raw[ids].tobytes(), int(t.type)
+
+
+def feature_scale(shards: list[dict], spec, rows: int = 20000) -> torch.Tensor:
+    """1 / the RMS of each dimension of the rms-normalized features, over the first `rows` training positions
+    (deterministic: the same shards give the same scale)."""
+    d, L = spec.dim, len(spec.layers)
+    f = torch.from_numpy(np.concatenate([np.asarray(s["feats"][:rows], dtype=np.float32) for s in shards])[:rows])
+    f = rms(f.view(-1, L, d), spec.eps).view(-1, L * d)
+    return 1.0 / f.pow(2).mean(0).sqrt().clamp(min=1e-3)
+
+
+def _on_interrupt(trainer: Trainer):
+    """The first Ctrl-C asks the loop to stop at the next step boundary (so the checkpoint is a state a
+    straight run passes through); a second one interrupts at once (the last checkpoint stays valid)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    return signal.signal(signal.SIGINT, handler)
 
 
 def calibrate(run: Run, length: int = 512, reps: int = 2) -> float:

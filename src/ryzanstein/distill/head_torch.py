@@ -65,6 +65,10 @@ class TorchHead(nn.Module):
         self.register_buffer("embedding", embedding, persistent=False)  # (target vocab, d), any float dtype
         self.register_buffer("output", output, persistent=False)  # (draft vocab, d) float32
         self.register_buffer("out_norm", out_norm, persistent=False)  # (d,)
+        # 1 / the typical size of each normalized feature dimension (set from the training features): a few
+        # dimensions of a residual stream are orders of magnitude larger than the rest, and Adam moves every
+        # weight alike, so the fusing matrix learns on inputs of one scale; folded into `fuse` on export
+        self.register_buffer("feat_scale", torch.ones(len(spec.layers) * d))
 
     def trained(self) -> dict[str, nn.Parameter]:
         return dict(self.named_parameters())
@@ -99,7 +103,7 @@ class TorchHead(nn.Module):
         eps = s.eps
         T = feats.shape[0]
         d, L = s.dim, len(s.layers)
-        f = rms(feats.float().view(T, L, d), eps).view(T, L * d)
+        f = rms(feats.float().view(T, L, d), eps).view(T, L * d) * self.feat_scale
         g = f @ self.fuse.t()
         cos, sin = rope_tables(T + steps, s.head_dim, s.rope_base)
         outs = []
@@ -137,7 +141,7 @@ class TorchHead(nn.Module):
     def export(self) -> tuple[dict, dict]:
         """The matrices and vectors in the head file's names, float32 numpy."""
         t = lambda p: p.detach().float().cpu().numpy()  # noqa: E731
-        mats = {"fuse": t(self.fuse), "mix": t(self.mix), "blk.0.attn_q": t(self.wq), "blk.0.attn_k": t(self.wk),
+        mats = {"fuse": t(self.fuse * self.feat_scale), "mix": t(self.mix), "blk.0.attn_q": t(self.wq), "blk.0.attn_k": t(self.wk),
                 "blk.0.attn_v": t(self.wv), "blk.0.attn_output": t(self.wo), "blk.0.ffn_gate": t(self.wgate),
                 "blk.0.ffn_up": t(self.wup), "blk.0.ffn_down": t(self.wdown)}
         vecs = {"blk.0.attn_norm": t(self.attn_norm), "blk.0.ffn_norm": t(self.ffn_norm),

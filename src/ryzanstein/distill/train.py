@@ -60,9 +60,11 @@ class DistillConfig:
     steps: int = STEPS
     ffn: int | None = None  # the head's MLP width (default 2 x dim)
     draft_vocab: int | None = None  # default: COVERAGE of the training text
-    batch_tokens: int = 1024
+    batch_tokens: int = 256
     lr: float = 2e-3
     max_doc_tokens: int = 1024
+    window: int = 256  # training windows of at most this many positions (0: whole documents)
+    held_out_tokens: int = HELD_OUT_TOKENS
     checkpoint_minutes: float = 5.0
     threads: int | None = None
     code_share: float = 0.25
@@ -195,7 +197,7 @@ class Run:
         target = self.target
         target.capture(self.plan["layers"])
         if not state["held_out_done"]:
-            self._extract_split("held_out", 0, lambda n, r: n < HELD_OUT_TOKENS, state)
+            self._extract_split("held_out", 0, lambda n, r: n < self.cfg.held_out_tokens, state)
             state["held_out_done"] = True
             _atomic_json(self.dir / "features" / "state.json", state)
         if not state["done"]:
@@ -298,7 +300,12 @@ def load_shards(paths: list[Path]) -> list[dict]:
     return out
 
 
-def doc_index(shards: list[dict]) -> list[tuple[int, int, int]]:
-    """(shard, start, end) of every document."""
-    return [(i, int(s["offsets"][j]), int(s["offsets"][j + 1])) for i, s in enumerate(shards)
-            for j in range(len(s["offsets"]) - 1)]
+def doc_index(shards: list[dict], window: int = 0) -> list[tuple[int, int, int]]:
+    """(shard, start, end) of every document, or of its consecutive windows of at most `window` positions."""
+    out = []
+    for i, s in enumerate(shards):
+        for j in range(len(s["offsets"]) - 1):
+            a, b = int(s["offsets"][j]), int(s["offsets"][j + 1])
+            step = window or b - a
+            out += [(i, x, min(b, x + step)) for x in range(a, b, step) if min(b, x + step) - x >= 8]
+    return out

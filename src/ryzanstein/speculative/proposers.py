@@ -255,7 +255,8 @@ class HeadProposer(Proposer):
     def uncached(self, context: list[int]) -> int:
         return max(0, len(context) - 1 - self._fed(context))
 
-    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None,
+                catch_up: int | None = None) -> Draft:
         head, target = self.model, self.target
         P = len(context) - 1  # positions the target holds; their hidden states are captured
         k = min(k, head.n_ctx - P)
@@ -263,6 +264,9 @@ class HeadProposer(Proposer):
             return EMPTY
         fed = min(self._fed(context), P - 1)  # the row at P - 1 is always run: its logits draft the first token
         head.truncate(fed)
+        if catch_up is not None and P - fed > catch_up:  # a catch-up round: one chunk of the rows it lacks
+            head.teacher(context[fed + 1:fed + 1 + catch_up], target.hidden_states(fed, fed + catch_up))
+            return Draft([], fed=catch_up)
         logits = head.teacher(context[fed + 1:P + 1], target.hidden_states(fed, P))
         d2t = head.d2t
         tokens: list[int] = []
@@ -289,7 +293,7 @@ class HeadProposer(Proposer):
             else:
                 break
         head.truncate(P)  # keep only rows the target has confirmed
-        return Draft(tokens, None if self.sampling.greedy else np.stack(rows) if rows else None, conf)
+        return Draft(tokens, None if self.sampling.greedy else np.stack(rows) if rows else None, conf, fed=P - fed)
 
     def memory_bytes(self) -> int:
         mem = self.model.memory()
@@ -354,7 +358,8 @@ class HybridProposer(Proposer):
         """Mean accepted tokens a round, with one pseudo-round at `prior`: an untried source is tried."""
         return (self._sum[src] + prior) / (self._n[src] + 1)
 
-    def propose(self, context: list[int], k: int, stop: StopRule | None = None) -> Draft:
+    def propose(self, context: list[int], k: int, stop: StopRule | None = None,
+                catch_up: int | None = None) -> Draft:
         self._learn(context)
         if k <= 0:
             return EMPTY
@@ -365,8 +370,8 @@ class HybridProposer(Proposer):
                 self.lookup_rounds += 1
                 self._last = (src, len(context), list(lookup.tokens))
                 return lookup
-        draft = self.main.propose(context, k, stop)
-        self._last = (0, len(context), list(draft.tokens))
+        draft = self.main.propose(context, k, stop, catch_up)
+        self._last = (0, len(context), list(draft.tokens)) if draft.tokens else None  # a catch-up round: no say
         return draft
 
     def memory_bytes(self) -> int:
