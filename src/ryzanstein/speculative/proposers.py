@@ -73,6 +73,42 @@ class Proposer(ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be twinned")
 
 
+def draft_chain(p: Proposer, logits, k: int, stop: StopRule | None, after: Callable[[int], object],
+                ids: np.ndarray | None = None, vocab: int = 0) -> Draft:
+    """A model drafter's chain from its first logits on: each token sampled under the proposer's settings (the
+    argmax when greedy), stopping below its p_min or on the policy's rule; after(t) gives the logits that
+    follow t. `ids` maps the drafter's ids to the target's (a head's reduced vocabulary, of a target `vocab`
+    wide: its distributions are widened to the target's ids)."""
+    tokens: list[int] = []
+    rows: list[np.ndarray] = []
+    conf: list[float] = []
+    for i in range(k):
+        if not p.sampling.greedy:
+            q = probs_from_logits(logits.numpy()[0], p.sampling)
+            if p.p_min > 0 and q.max() < p.p_min:
+                break
+            j = sample(q, p.rng)
+            if ids is not None:
+                full = np.zeros(vocab, dtype=q.dtype)
+                full[ids] = q
+                rows.append(full)
+            else:
+                rows.append(q)
+            conf.append(float(q[j]))
+        else:
+            (j,), (p_top,) = logits.top()  # the id and its probability: two numbers cross to the host
+            if p_top < p.p_min:
+                break
+            conf.append(p_top)
+        tokens.append(int(ids[j]) if ids is not None else j)
+        if i + 1 < k and not (stop and stop(conf)):  # the last draft's logits are not needed
+            logits = after(tokens[-1])
+        else:
+            break
+    probs = np.stack(rows) if rows and not p.sampling.greedy else None
+    return Draft(tokens, probs, conf)
+
+
 class NgramProposer(Proposer):
     """Prompt lookup: find the most recent earlier occurrence of the longest suffix (ngram_max down to
     ngram_min tokens) of the context, and propose the tokens that followed it."""
@@ -190,29 +226,9 @@ class ModelProposer(Proposer):
             m.score(context[lcp:lcp + catch_up], last_only=True)
             return Draft([], fed=catch_up)
         logits = m.score(context[lcp:], last_only=True)  # (1, V), where the draft's backend keeps it
-        tokens: list[int] = []
-        rows: list[np.ndarray] = []
-        conf: list[float] = []
-        for i in range(k):
-            if not self.sampling.greedy:
-                q = probs_from_logits(logits.numpy()[0], self.sampling)
-                if self.p_min > 0 and q.max() < self.p_min:
-                    break
-                t = sample(q, self.rng)
-                rows.append(q)
-                conf.append(float(q[t]))
-            else:
-                (t,), (p_top,) = logits.top()  # the id and its probability: two numbers cross to the host
-                if p_top < self.p_min:
-                    break
-                conf.append(p_top)
-            tokens.append(t)
-            if i + 1 < k and not (stop and stop(conf)):  # the last draft's logits are not needed
-                logits = m.score([t], last_only=True)
-            else:
-                break
-        probs = np.stack(rows) if rows else None
-        return Draft(tokens, None if self.sampling.greedy else probs, conf, fed)
+        draft = draft_chain(self, logits, k, stop, lambda t: m.score([t], last_only=True))
+        draft.fed = fed
+        return draft
 
     def memory_bytes(self) -> int:
         mem = self.model.memory()
@@ -225,7 +241,7 @@ class ModelProposer(Proposer):
         return ModelProposer(self.model.new_context(), name=self.name, owns_weights=False, vocab=self.vocab)
 
 
-class HeadProposer(Proposer):
+class HeadProposer(ModelProposer):
     """A draft head (models/head.py) over the target's own hidden states.
 
     Each call feeds the head the rows the target has computed since the last one (the accepted tokens of the
@@ -236,13 +252,9 @@ class HeadProposer(Proposer):
 
     def __init__(self, head, target: Model, *, sampling: SamplingParams = GREEDY, p_min: float = 0.0,
                  rng: np.random.Generator | None = None, name: str = "head", owns_weights: bool = True) -> None:
-        self.model, self.target, self.name, self.owns_weights = head, target, name, owns_weights
+        self.model, self.target, self.name, self.owns_weights, self.vocab = head, target, name, owns_weights, 0
         target.capture(head.spec.layers)  # resets the target's cache: every position from now on is captured
         self.configure(sampling, p_min, rng)
-
-    def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
-        self.sampling, self.p_min = sampling, p_min
-        self.rng = rng or np.random.default_rng()
 
     def _fed(self, context: list[int]) -> int:
         """Head rows still valid for `context`: row i read context[i + 1] (and the target's state at i)."""
@@ -268,39 +280,11 @@ class HeadProposer(Proposer):
             head.teacher(context[fed + 1:fed + 1 + catch_up], target.hidden_states(fed, fed + catch_up))
             return Draft([], fed=catch_up)
         logits = head.teacher(context[fed + 1:P + 1], target.hidden_states(fed, P))
-        d2t = head.d2t
-        tokens: list[int] = []
-        rows: list[np.ndarray] = []
-        conf: list[float] = []
-        for i in range(k):
-            if not self.sampling.greedy:
-                q = probs_from_logits(logits.numpy()[0], self.sampling)
-                if self.p_min > 0 and q.max() < self.p_min:
-                    break
-                j = sample(q, self.rng)
-                full = np.zeros(target.vocab_size, dtype=q.dtype)
-                full[d2t] = q
-                rows.append(full)
-                conf.append(float(q[j]))
-            else:
-                (j,), (p_top,) = logits.top()
-                if p_top < self.p_min:
-                    break
-                conf.append(p_top)
-            tokens.append(int(d2t[j]))
-            if i + 1 < k and not (stop and stop(conf)):
-                logits = head.score([tokens[-1]], last_only=True)
-            else:
-                break
+        draft = draft_chain(self, logits, k, stop, lambda t: head.score([t], last_only=True), head.d2t,
+                            target.vocab_size)
         head.truncate(P)  # keep only rows the target has confirmed
-        return Draft(tokens, None if self.sampling.greedy else np.stack(rows) if rows else None, conf, fed=P - fed)
-
-    def memory_bytes(self) -> int:
-        mem = self.model.memory()
-        return mem.kv_cache_bytes + (mem.weights_bytes if self.owns_weights else 0)
-
-    def reset(self) -> None:
-        self.model.reset()
+        draft.fed = P - fed
+        return draft
 
     def twin(self, target: Model | None = None) -> HeadProposer:
         if target is None:
@@ -312,7 +296,8 @@ class HybridProposer(Proposer):
     """Prompt lookup and a model drafter at once (`head+ngram`): each round takes the proposal expected to
     yield more tokens. Prompt lookup is free, so it is asked first; its draft is taken when rounds like it (the
     same matched suffix length) have yielded at least what the model's drafts yield, both learned online from
-    this generation's own rounds; otherwise the model drafts. The model is what the policy prices (its cost)
+    the rounds of this proposer's generations (kept from one generation to the next); otherwise the model
+    drafts. The model is what the policy prices (its cost)
     and what the loop sees (`model`), so auto plans K for it."""
 
     MATCH_BINS = 5  # matched suffix lengths 1, 2, 3, 4 and more
@@ -321,6 +306,11 @@ class HybridProposer(Proposer):
         self.main, self.lookup = main, lookup
         self.model = main.model
         self.name = name or f"{main.name}+{lookup.name}"
+        # accepted tokens per round, summed, and rounds: [main] + one per matched-length bin of prompt lookup;
+        # what the two drafters yield on this machine's text, so it is kept across generations (not by reset)
+        self._sum = np.zeros(1 + self.MATCH_BINS)
+        self._n = np.zeros(1 + self.MATCH_BINS)
+        self.lookup_rounds = 0
         self.reset()
 
     def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
@@ -332,11 +322,7 @@ class HybridProposer(Proposer):
     def reset(self) -> None:
         self.main.reset()
         self.lookup.reset()
-        # accepted tokens per round, summed, and rounds: [main] + one per matched-length bin of prompt lookup
-        self._sum = np.zeros(1 + self.MATCH_BINS)
-        self._n = np.zeros(1 + self.MATCH_BINS)
         self._last: tuple[int, int, list[int]] | None = None  # (source, context length, tokens) of the last draft
-        self.lookup_rounds = 0
 
     def _learn(self, context: list[int]) -> None:
         """Score the last draft by how much of it the context now continues with."""
@@ -373,6 +359,10 @@ class HybridProposer(Proposer):
         draft = self.main.propose(context, k, stop, catch_up)
         self._last = (0, len(context), list(draft.tokens)) if draft.tokens else None  # a catch-up round: no say
         return draft
+
+    @property
+    def owns_weights(self) -> bool:
+        return getattr(self.main, "owns_weights", False)
 
     def memory_bytes(self) -> int:
         return self.main.memory_bytes()
