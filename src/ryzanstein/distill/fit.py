@@ -56,8 +56,7 @@ def _frozen(run: Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndar
         out_t.dequantize(full)
         rows = full[d2t]
         del full
-    g = GGUFFile(t.info.path)
-    norm = np.frombuffer(g.data(next(x for x in g.tensors if x.name == "output_norm.weight")), np.float32).copy()
+    norm = output_norm(t.info.path)
     return torch.from_numpy(emb), torch.from_numpy(np.ascontiguousarray(rows)), torch.from_numpy(norm), d2t
 
 
@@ -259,6 +258,12 @@ class Trainer:
         write_head(run.out, run.spec(trained_tokens=self.p.tokens), mats, vecs, self.d2t, rows, kind)
 
 
+def output_norm(path) -> np.ndarray:
+    """The target GGUF's final norm weights (float32): the head's, frozen."""
+    g = GGUFFile(path)
+    return np.frombuffer(g.data(next(x for x in g.tensors if x.name == "output_norm.weight")), np.float32).copy()
+
+
 def output_rows(path, ids: np.ndarray) -> tuple[bytes, int]:
     """The target GGUF's output rows `ids` byte for byte (the tied embedding's where it has no output), and
     their GGML type: the head's output layer is the target's own."""
@@ -319,9 +324,7 @@ def write_untrained_head(target, out, *, draft_vocab: int = 4096, ffn: int | Non
     """A head of random weights for `target` (its draft vocabulary: the first ids and every special id): what
     training starts from. Speculation with it must still be lossless: the tests use it."""
     a = target._arch
-    tok = target.tokenizer
-    special = {i for i in (tok.special.bos_id, tok.special.eos_id, *tok.special.stop_ids,
-                           *tok.special_texts().values()) if i is not None and 0 <= i < a.vocab}
+    special = target.tokenizer.special_ids(a.vocab)
     n = min(draft_vocab, a.vocab) // 16 * 16
     ids = list(dict.fromkeys([*sorted(special), *range(a.vocab)]))[:n]
     d2t = np.sort(np.asarray(ids, dtype=np.int64))
@@ -332,7 +335,5 @@ def write_untrained_head(target, out, *, draft_vocab: int = 4096, ffn: int | Non
     head = TorchHead(spec, torch.zeros(1, a.dim), torch.zeros(len(d2t), a.dim), torch.ones(a.dim), seed=seed)
     mats, vecs = head.export()
     rows, kind = output_rows(target.info.path, d2t)
-    g = GGUFFile(target.info.path)
-    vecs["output_norm"] = np.frombuffer(g.data(next(x for x in g.tensors if x.name == "output_norm.weight")),
-                                        np.float32).copy()
+    vecs["output_norm"] = output_norm(target.info.path)
     return write_head(Path(out), spec, mats, vecs, d2t, rows, kind)

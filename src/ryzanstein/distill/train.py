@@ -154,9 +154,7 @@ class Run:
             n = int(np.searchsorted(covered, COVERAGE) + 1)
             n = min(MAX_DRAFT_VOCAB, max(MIN_DRAFT_VOCAB, -(-n // 1024) * 1024))
         n = min(n, arch.vocab) // 16 * 16
-        tok = self.target.tokenizer
-        special = {i for i in (tok.special.bos_id, tok.special.eos_id, *tok.special.stop_ids,
-                               *tok.special_texts().values()) if i is not None and 0 <= i < arch.vocab}
+        special = self.target.tokenizer.special_ids(arch.vocab)
         keep = list(dict.fromkeys([*sorted(special), *order.tolist()]))[:n]
         d2t = np.sort(np.asarray(keep, dtype=np.int64))
         coverage = float(counts[d2t].sum() / max(1, counts.sum()))

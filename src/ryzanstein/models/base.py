@@ -66,6 +66,13 @@ class Tokenizer(ABC):
     def special_texts(self) -> dict[str, int]:
         """The texts parse_special turns into control tokens, and their ids."""
 
+    def special_ids(self, width: int) -> set[int]:
+        """Every special id below `width` (BOS, EOS, the stop ids, the control tokens): what a reduced draft
+        vocabulary always keeps."""
+        s = self.special
+        return {i for i in (s.bos_id, s.eos_id, *s.stop_ids, *self.special_texts().values())
+                if i is not None and 0 <= i < width}
+
     def encode_markup(self, segments: Sequence[tuple[str, bool]]) -> list[int]:
         """Ids of the concatenated texts of `segments` [(text, is_markup)]: control-token texts become control
         tokens only inside markup. The rest is tokenized as one text across segment edges, so when the plain

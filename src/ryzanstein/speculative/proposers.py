@@ -183,9 +183,7 @@ class ModelProposer(Proposer):
         decides; only how often a draft is accepted can change."""
         keep = np.zeros(self.model.vocab_size, dtype=bool)
         keep[:vocab] = True
-        tok = self.model.tokenizer
-        special = [tok.special.bos_id, tok.special.eos_id, *tok.special.stop_ids, *tok.special_texts().values()]
-        keep[[i for i in special if i is not None and 0 <= i < len(keep)]] = True
+        keep[sorted(self.model.tokenizer.special_ids(len(keep)))] = True
         if self.model.restrict_vocab(keep):
             self.vocab, self._base, self._keep = vocab, keep, keep.copy()
             self.model.info.extra["draft_vocab"] = vocab  # its cost profile is then its own
