@@ -7,6 +7,15 @@ acceptance figures from /metrics, as JSON on stdout (and --out FILE). Exit statu
 
     .venv/bin/python benchmarks/load_test.py --start-server --requests 200 --concurrency 8 --out load.json
     .venv/bin/python benchmarks/load_test.py --url http://127.0.0.1:8000 --api-key KEY
+
+--sweep 1,2,4,8,16 measures continuous batching instead: for each server (`--parallel` N, and with
+--baseline-parallel B a second server with B slots, one after the other in the same run), the distinct
+requests are first served one at a time (the reference answers), then each concurrency level sends
+--per-client requests per client, all streamed: throughput, time to first token and per-token latency p50/p95,
+and the share of answers identical to the reference (text and token count).
+
+    .venv/bin/python benchmarks/load_test.py --start-server --model qwen2.5-coder-1.5b --draft ngram \
+        --threads 2 --parallel 8 --baseline-parallel 1 --sweep 1,2,4,8,16 --max-tokens 96 --out sweep.json
 """
 from __future__ import annotations
 
@@ -70,12 +79,13 @@ def request_body(i: int, a: argparse.Namespace) -> tuple[str, dict]:
     return ("/v1/chat/completions" if chat else "/v1/completions"), body
 
 
-async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace) -> dict:
-    """Send one request; return {status, latency_s, ttft_s, completion_tokens, error}."""
-    path, body = request_body(i, a)
+async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace, body: tuple[str, dict] | None = None
+              ) -> dict:
+    """Send one request; return {status, latency_s, ttft_s, completion_tokens, text, error}."""
+    path, body = body or request_body(i, a)
     t0 = time.perf_counter()
     out = {"i": i, "stream": body["stream"], "status": None, "latency_s": None, "ttft_s": None,
-           "completion_tokens": 0, "error": None}
+           "completion_tokens": 0, "text": "", "error": None}
     try:
         if not body["stream"]:
             r = await client.post(path, json=body)
@@ -85,6 +95,9 @@ async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace) -> dict:
                 out["completion_tokens"] = d["usage"]["completion_tokens"]
                 if not d.get("choices"):
                     out["error"] = "no choices"
+                else:
+                    c = d["choices"][0]
+                    out["text"] = c.get("text") or (c.get("message") or {}).get("content") or ""
             elif r.status_code != 429:
                 out["error"] = r.text[:300]
         else:
@@ -104,9 +117,11 @@ async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace) -> dict:
                         d = json.loads(data)
                         if "error" in d:
                             out["error"] = d["error"]["message"]
-                        if out["ttft_s"] is None and any((c.get("text") or c.get("delta", {}).get("content"))
-                                                         for c in d.get("choices", [])):
+                        piece = "".join((c.get("text") or c.get("delta", {}).get("content") or "")
+                                        for c in d.get("choices", []))
+                        if out["ttft_s"] is None and piece:
                             out["ttft_s"] = time.perf_counter() - t0
+                        out["text"] += piece
                         if d.get("usage"):
                             out["completion_tokens"] = d["usage"]["completion_tokens"]
                     if not done and out["error"] is None:
@@ -165,9 +180,11 @@ def spec_figures(before: dict, after: dict) -> dict:
             "completion_tokens": d("ryzanstein_completion_tokens_total")}
 
 
-def started_server(a: argparse.Namespace):
+def started_server(a: argparse.Namespace, parallel: int | None = None):
     """`ryzanstein serve` on a free loopback port for the duration of the run; always stopped."""
     args = ["--model", a.model, "--draft", a.draft, "--max-queue", str(a.max_queue)]
+    if parallel or a.parallel:
+        args += ["--parallel", str(parallel or a.parallel)]
     if a.threads:
         args += ["--threads", str(a.threads)]
     if a.api_key:
@@ -191,7 +208,87 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed requests first")
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
     p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--parallel", type=int, default=None, help="with --start-server: the server's --parallel")
+    p.add_argument("--sweep", default=None, help="concurrency levels, e.g. 1,2,4,8,16 (with --start-server)")
+    p.add_argument("--baseline-parallel", type=int, default=None,
+                   help="with --sweep: run the sweep again on a server with this many slots, after the first")
+    p.add_argument("--per-client", type=int, default=3, help="with --sweep: requests per client per level")
     return p
+
+
+SWEEP_PROMPTS = [  # chat requests for the sweep (not the bench prompts)
+    "Explain in three sentences how a hash map handles collisions.",
+    "Write a Python function that checks whether a string is a palindrome, with a docstring.",
+    "What are the main differences between a process and a thread?",
+    "Give me a short packing list for a weekend hiking trip.",
+    "Summarize the plot of Romeo and Juliet in four sentences.",
+    "Write a SQL query that returns the ten customers with the highest total order amount.",
+    "Why does ice float on water? Answer briefly.",
+    "Suggest three names for a bakery that specializes in sourdough bread.",
+]
+
+
+def sweep_body(i: int, a: argparse.Namespace) -> tuple[str, dict]:
+    prompt = SWEEP_PROMPTS[i % len(SWEEP_PROMPTS)]
+    return "/v1/chat/completions", {"model": a.model, "max_tokens": a.max_tokens, "temperature": 0, "stream": True,
+                                    "messages": [{"role": "user", "content": prompt}],
+                                    "stream_options": {"include_usage": True}}
+
+
+async def sweep_level(url: str, a: argparse.Namespace, clients: int, n: int) -> tuple[list[dict], float]:
+    headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=a.timeout, limits=limits) as client:
+        todo: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(n):
+            todo.put_nowait(i)
+        results: list[dict] = []
+
+        async def worker() -> None:
+            while not todo.empty():
+                i = todo.get_nowait()
+                results.append(await one(client, i, a, sweep_body(i, a)))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return results, time.perf_counter() - t0
+
+
+def level_report(results: list[dict], wall_s: float, reference: dict[int, tuple[str, int]]) -> dict:
+    ok = [r for r in results if r["status"] == 200 and r["error"] is None]
+    tokens = sum(r["completion_tokens"] for r in ok)
+    per_token = [(r["latency_s"] - r["ttft_s"]) / (r["completion_tokens"] - 1)
+                 for r in ok if r["ttft_s"] is not None and r["completion_tokens"] > 1]
+    same = [reference.get(r["i"] % len(SWEEP_PROMPTS)) == (r["text"], r["completion_tokens"]) for r in ok]
+    return {"requests": len(results), "ok": len(ok), "errors": len(results) - len(ok), "wall_s": wall_s,
+            "completion_tokens": tokens, "completion_tokens_per_s": tokens / wall_s,
+            "ttft_s": summary([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
+            "per_token_latency_s": summary(per_token),
+            "identical_to_alone": sum(same) / len(same) if same else None}
+
+
+def run_sweep(a: argparse.Namespace, levels: list[int]) -> dict:
+    out = {"date": time.strftime("%Y-%m-%d"), "model": a.model, "draft": a.draft, "threads": a.threads,
+           "max_tokens": a.max_tokens, "per_client": a.per_client, "levels": levels, "servers": {}}
+    for parallel in [a.parallel or 0] + ([a.baseline_parallel] if a.baseline_parallel else []):
+        with started_server(a, parallel or None) as srv:
+            # the reference: each distinct request alone
+            ref_results, _ = asyncio.run(sweep_level(srv.url, a, 1, len(SWEEP_PROMPTS)))
+            reference = {r["i"]: (r["text"], r["completion_tokens"]) for r in ref_results}
+            slots = httpx.get(srv.url + "/health", timeout=10).json().get("slots", 1)
+            rows = {}
+            for c in levels:
+                results, wall = asyncio.run(sweep_level(srv.url, a, c, c * a.per_client))
+                rows[str(c)] = level_report(results, wall, reference)
+                print(f"parallel {slots}, {c} clients: {rows[str(c)]['completion_tokens_per_s']:.1f} tokens/s, "
+                      f"identical {rows[str(c)]['identical_to_alone']}", file=sys.stderr, flush=True)
+            out["servers"][f"parallel_{slots}"] = rows
+    names = list(out["servers"])
+    if len(names) == 2:
+        a_, b_ = (out["servers"][n] for n in names)
+        out["throughput_ratio"] = {c: a_[c]["completion_tokens_per_s"] / b_[c]["completion_tokens_per_s"]
+                                   for c in a_ if c in b_}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         p.error("bounded runs only: --requests in [1, 10000], --concurrency in [1, 64], --max-tokens in [1, 512]")
     if not a.start_server and urlparse(a.url).hostname not in LOOPBACK:
         p.error(f"--url must be on loopback ({', '.join(LOOPBACK)}): this tool loads only a local server")
+    if a.sweep:
+        try:
+            levels = [int(x) for x in a.sweep.split(",")]
+        except ValueError:
+            p.error(f"--sweep {a.sweep!r}: give concurrency levels like 1,2,4,8,16")
+        if not a.start_server or not all(1 <= c <= 64 for c in levels):
+            p.error("--sweep needs --start-server and levels in [1, 64]")
+        try:
+            report = run_sweep(a, levels)
+        except RyzansteinError as e:
+            raise SystemExit(f"error: {e}")
+        text = json.dumps(report, indent=2)
+        print(text)
+        if a.out:
+            Path(a.out).write_text(text + "\n")
+        return 0 if all(r["errors"] == 0 for s in report["servers"].values() for r in s.values()) else 1
 
     server = started_server(a) if a.start_server else contextlib.nullcontext(ServerProcess(a.url.rstrip("/")))
     try:

@@ -1,5 +1,5 @@
 """The package's own import graph, read with `ast` (no module is imported): no cycle between files, imports point
-one way (cli -> distill -> server / bench -> engine -> speculative -> models -> config / errors / machine), distill
+one way (cli -> distill -> server / bench -> engine -> batching -> speculative -> models -> config / errors / machine), distill
 takes only models, config, errors and the bench prompts, argparse only in cli/, and an import inside a function
 only for a heavy or optional dependency, with its reason beside it."""
 import ast
@@ -15,6 +15,7 @@ LAYERS = [
     {"config", "errors", "machine", "progress"},
     {"models"},
     {"speculative"},
+    {"batching"},  # continuous batching: slots, the step scheduler (the engine builds it)
     {"engine"},
     {"__init__"},  # the public API: `from ryzanstein import Engine, ...`
     {"bench", "server"},  # side by side, neither imports the other

@@ -149,14 +149,14 @@ def test_a_route_alone():
     pytest.importorskip("prometheus_client")
     from ryzanstein.server.app import Served, get_model, health
 
-    worker = SimpleNamespace(waiting=2, running=None)
+    worker = SimpleNamespace(waiting=2, running=3, parallel=8)
     info = SimpleNamespace(n_ctx=512, n_ctx_train=8192, backend="llama.cpp", dtype="q4_1")
     engine = SimpleNamespace(target=SimpleNamespace(info=info))
     served = Served(engine=engine, config=SERVER, worker=worker, metrics=None, model_id="m", loaded_draft="ngram",
                     created=1_700_000_000)
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(served=served)))
     assert asyncio.run(health(request)) == {"status": "ok", "model": "m", "draft": "ngram", "waiting": 2,
-                                            "running": False}
+                                            "running": 3, "slots": 8}
     card = asyncio.run(get_model("m", request))
     assert (card["id"], card["created"], card["max_model_len"]) == ("m", 1_700_000_000, 512)
     assert card["ryzanstein"]["draft"] == "ngram" and card["ryzanstein"]["context_length"] == 512

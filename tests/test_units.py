@@ -419,3 +419,29 @@ def test_auto_learns_what_a_catch_up_chunk_costs():
     nxt = _catch_up_policy(700)
     nxt.resume(pol.learned())  # the engine's next generation starts from it
     assert nxt.draft_prefill_token_s == pol.draft_prefill_token_s
+
+
+def native_like(v1=0.01, n=16):
+    """A forward's cost rising ~8% a row past the first, as the native kernels' v(n) does (docs/benchmarks.md)."""
+    return CostProfile([v1 * (1 + 0.08 * i) for i in range(n)])
+
+
+def test_auto_in_a_batch_prices_drafts_at_their_marginal_cost():
+    load = [(0, 0)]
+    pol = AutoPolicy(target_costs=native_like(), draft_token_s=1e-5, model_free=True, k_max=8,
+                     load=lambda: load[0])
+    alone = AutoPolicy(target_costs=native_like(), draft_token_s=1e-5, model_free=True, k_max=8)
+    pol.choose()
+    assert pol.round_cost() == alone.round_cost()  # no one else in the step: v(K + 1), as alone
+    rng = np.random.default_rng(0)
+    feed(pol, 60, 0.6, rng)
+    feed(alone, 60, 0.6, np.random.default_rng(0))
+    k_alone = alone.choose()
+    assert k_alone >= 2
+    load[0] = (15 * 4 + pol._rows_last, 16)  # the last step: 15 others verifying 3 drafts each, and this one
+    k_busy = pol.choose()
+    v = pol.costs.v
+    assert pol.round_cost()[0] == pytest.approx(pol.scale * v(61) / 16 + pol.overhead_s)  # a plain step's share
+    assert k_busy < k_alone  # the same drafts are worth less where the forward is shared
+    load[0] = (1, 1)  # the load falls: drafting returns
+    assert pol.choose() >= k_busy

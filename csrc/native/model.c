@@ -262,10 +262,15 @@ static void rope_rows(const rz_ctx *c, float *x, int n, int n_heads, int pos0) {
     }
 }
 
+/* attention for the rows of several sequences (segments), each over its own KV cache, as one parallel job */
 typedef struct {
-    const rz_ctx *c;
-    rz_attn a;
-    int n;
+    const rz_isa *isa;
+    const rz_attn *a;      /* per segment */
+    const float *scratch[RZ_MAX_SEQ];
+    size_t stride[RZ_MAX_SEQ];
+    int n[RZ_MAX_SEQ];     /* query rows per segment */
+    int first[RZ_MAX_SEQ + 1];  /* tasks before each segment */
+    int nseg;
     atomic_int next;
 } attn_job;
 
@@ -274,13 +279,17 @@ typedef struct {
 static void attn_worker(void *varg, int ith, int nth) {
     (void)nth;
     attn_job *j = varg;
-    const int nkv = j->a.n_head_kv, blocks = (j->n + ATTN_ROWS - 1) / ATTN_ROWS, total = nkv * blocks;
-    float *scratch = j->c->scratch + j->c->scratch_stride * ith;
+    const int total = j->first[j->nseg];
     for (;;) {
         int u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (u >= total) break;
-        const int r0 = (u / nkv) * ATTN_ROWS, r1 = r0 + ATTN_ROWS < j->n ? r0 + ATTN_ROWS : j->n;
-        j->c->m->isa->attention(&j->a, u % nkv, r0, r1, scratch);
+        int s = 0;
+        while (u >= j->first[s + 1]) s++;
+        const rz_attn *a = &j->a[s];
+        const int v = u - j->first[s], nkv = a->n_head_kv;
+        const int r0 = (v / nkv) * ATTN_ROWS, r1 = r0 + ATTN_ROWS < j->n[s] ? r0 + ATTN_ROWS : j->n[s];
+        float *scratch = (float *)j->scratch[s] + j->stride[s] * ith;
+        j->isa->attention(a, v % nkv, r0, r1, scratch);
     }
 }
 
@@ -391,119 +400,196 @@ static void head_input(rz_ctx *c, const int32_t *tokens, int n, const float *fea
     rz_matmul(m->pool, isa, &mx, 1);
 }
 
-/* io: its row pointers already at this pass's first row */
-static void pass(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int out_rows, const rz_io *io) {
-    const rz_model *m = c->m;
+/* One pass over the rows of n_seg segments (at most RZ_CHUNK rows in all), each a run of one sequence's rows
+ * in its own context (KV cache, capture layers, vocabulary), all contexts of one model with the same layers.
+ * Scratch is w's. The logits rows (each segment's last out_rows, in segment order) go to out, contiguously.
+ * Every row's arithmetic is its own: which segments share a pass never changes a row's bits. */
+typedef struct {
+    rz_ctx *c;
+    const int32_t *tokens;
+    int n, pos, out_rows;
+    rz_io io;  /* row pointers at the segment's first row; feats/hidden_in only in a pass of one segment */
+} rz_seg;
+
+static void pass(rz_ctx *w, const rz_seg *seg, int n_seg, float *out) {
+    const rz_model *m = w->m;
     double mark = now_s();
+    rz_ctx *c = w;  /* MARK's timers */
     const rz_isa *isa = m->isa;
-    const int dim = m->dim, qd = m->n_head * m->head_dim, kvd = c->kv_dim;
+    const int dim = m->dim, qd = m->n_head * m->head_dim, n_layer = w->n_layer;
+    int start[RZ_MAX_SEQ + 1], live[RZ_MAX_SEQ + 1];  /* row offsets of each segment: all rows; logits rows */
+    start[0] = live[0] = 0;
+    for (int s = 0; s < n_seg; s++) {
+        start[s + 1] = start[s] + seg[s].n;
+        live[s + 1] = live[s] + seg[s].out_rows;
+    }
+    const int n = start[n_seg], out_rows = live[n_seg];
     if (m->mix)
-        head_input(c, tokens, n, io->feats, io->hidden_in);
+        head_input(w, seg[0].tokens, n, seg[0].io.feats, seg[0].io.hidden_in);
     else
-        for (int i = 0; i < n; i++) rz_dequant_row(m->tok_embd, tokens[i], c->x + (size_t)i * dim);
-    for (int l = 0; l < c->n_layer; l++) {
+        for (int s = 0; s < n_seg; s++)
+            for (int i = 0; i < seg[s].n; i++)
+                rz_dequant_row(m->tok_embd, seg[s].tokens[i], w->x + (size_t)(start[s] + i) * dim);
+    rz_attn at[RZ_MAX_SEQ];
+    for (int l = 0; l < n_layer; l++) {
         const rz_layer *L = &m->layers[l];
-        for (int i = 0; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, L->attn_norm, m->eps, dim, c->xn + (size_t)i * dim);
-        rz_act_set(&c->act, c->xn, n, dim);
-        need(&c->act, L->wq);
-        need(&c->act, L->wk);
-        need(&c->act, L->wv);
+        for (int i = 0; i < n; i++) isa->rmsnorm(w->x + (size_t)i * dim, L->attn_norm, m->eps, dim, w->xn + (size_t)i * dim);
+        rz_act_set(&w->act, w->xn, n, dim);
+        need(&w->act, L->wq);
+        need(&w->act, L->wk);
+        need(&w->act, L->wv);
         MARK(RZ_PH_QUANT);
-        rz_mm qkv[3] = {{L->wq, &c->act, c->q, qd}, {L->wk, &c->act, c->k, kvd}, {L->wv, &c->act, c->v, kvd}};
+        const int kvd = w->kv_dim;
+        rz_mm qkv[3] = {{L->wq, &w->act, w->q, qd}, {L->wk, &w->act, w->k, kvd}, {L->wv, &w->act, w->v, kvd}};
         rz_matmul(m->pool, isa, qkv, 3);
         MARK(RZ_PH_QKV);
-        add_bias(c->q, L->bq, n, qd);
-        add_bias(c->k, L->bk, n, kvd);
-        add_bias(c->v, L->bv, n, kvd);
-        rope_rows(c, c->q, n, m->n_head, pos);
-        rope_rows(c, c->k, n, m->n_head_kv, pos);
-        uint16_t *kc = c->kc + (size_t)l * c->kt_stride * kvd, *vc = c->vc + (size_t)l * c->n_ctx * kvd;
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < kvd; j++) {  /* key j = (kv head, d) goes to row j of the transposed cache */
-                kc[(size_t)j * c->kt_stride + pos + i] = rz_f32_to_f16(c->k[(size_t)i * kvd + j]);
-                vc[(size_t)(pos + i) * kvd + j] = rz_f32_to_f16(c->v[(size_t)i * kvd + j]);
-            }
+        add_bias(w->q, L->bq, n, qd);
+        add_bias(w->k, L->bk, n, kvd);
+        add_bias(w->v, L->bv, n, kvd);
         /* The last layer's keys and values are cached for every row, but past them only the rows whose logits
          * are asked for matter (a prompt's last row; none in a long prompt's earlier chunks), as llama.cpp
          * prunes its outputs: each row's arithmetic is its own, so the rows kept get the same bits. */
-        const int r0 = l == c->n_layer - 1 ? n - out_rows : 0, nr = n - r0;
-        if (nr == 0) break;
-        float *x = c->x + (size_t)r0 * dim;
+        const int last = l == n_layer - 1;
         attn_job aj;
-        aj.c = c;
-        aj.n = nr;
-        aj.a = (rz_attn){c->q + (size_t)r0 * qd, qd, pos + r0, kc, vc, c->kt_stride, m->head_dim, m->n_head,
-                         m->n_head_kv, 1.0f / sqrtf((float)m->head_dim), c->att};
+        aj.isa = isa;
+        aj.a = at;
+        aj.nseg = n_seg;
+        aj.first[0] = 0;
+        for (int s = 0; s < n_seg; s++) {
+            rz_ctx *sc = seg[s].c;
+            const int r = start[s], pos = seg[s].pos;
+            rope_rows(sc, w->q + (size_t)r * qd, seg[s].n, m->n_head, pos);
+            rope_rows(sc, w->k + (size_t)r * kvd, seg[s].n, m->n_head_kv, pos);
+            uint16_t *kc = sc->kc + (size_t)l * sc->kt_stride * kvd, *vc = sc->vc + (size_t)l * sc->n_ctx * kvd;
+            for (int i = 0; i < seg[s].n; i++)
+                for (int j = 0; j < kvd; j++) {  /* key j = (kv head, d) goes to row j of the transposed cache */
+                    kc[(size_t)j * sc->kt_stride + pos + i] = rz_f32_to_f16(w->k[(size_t)(r + i) * kvd + j]);
+                    vc[(size_t)(pos + i) * kvd + j] = rz_f32_to_f16(w->v[(size_t)(r + i) * kvd + j]);
+                }
+            const int a0 = last ? seg[s].n - seg[s].out_rows : 0, nr = seg[s].n - a0;
+            const int o = last ? live[s] : start[s];  /* the segment's first attention output row */
+            at[s] = (rz_attn){w->q + (size_t)(r + a0) * qd, qd, pos + a0, kc, vc, sc->kt_stride, m->head_dim,
+                              m->n_head, m->n_head_kv, 1.0f / sqrtf((float)m->head_dim), w->att + (size_t)o * qd};
+            aj.n[s] = nr;
+            aj.scratch[s] = sc->scratch;
+            aj.stride[s] = sc->scratch_stride;
+            aj.first[s + 1] = aj.first[s] + m->n_head_kv * ((nr + ATTN_ROWS - 1) / ATTN_ROWS);
+        }
+        const int nr = last ? out_rows : n;
+        if (nr == 0) break;
+        if (last && nr < n)  /* the logits rows to the front, in order (each moves down or stays) */
+            for (int s = 0; s < n_seg; s++)
+                if (seg[s].out_rows)
+                    memmove(w->x + (size_t)live[s] * dim, w->x + (size_t)(start[s + 1] - seg[s].out_rows) * dim,
+                            (size_t)seg[s].out_rows * dim * 4);
         atomic_init(&aj.next, 0);
         MARK(RZ_PH_OTHER);
         rz_pool_run(m->pool, attn_worker, &aj);
         MARK(RZ_PH_ATTN);
-        rz_act_set(&c->act, c->att, nr, qd);
-        need(&c->act, L->wo);
+        float *x = w->x;
+        rz_act_set(&w->act, w->att, nr, qd);
+        need(&w->act, L->wo);
         MARK(RZ_PH_QUANT);
-        rz_mm o = {L->wo, &c->act, c->tmp, dim};
+        rz_mm o = {L->wo, &w->act, w->tmp, dim};
         rz_matmul(m->pool, isa, &o, 1);
         MARK(RZ_PH_ATTN_OUT);
-        add_rows(x, c->tmp, (size_t)nr * dim);
-        for (int i = 0; i < nr; i++) isa->rmsnorm(x + (size_t)i * dim, L->ffn_norm, m->eps, dim, c->xn + (size_t)i * dim);
-        rz_act_set(&c->act, c->xn, nr, dim);
-        need(&c->act, L->wgate);
-        need(&c->act, L->wup);
+        add_rows(x, w->tmp, (size_t)nr * dim);
+        for (int i = 0; i < nr; i++) isa->rmsnorm(x + (size_t)i * dim, L->ffn_norm, m->eps, dim, w->xn + (size_t)i * dim);
+        rz_act_set(&w->act, w->xn, nr, dim);
+        need(&w->act, L->wgate);
+        need(&w->act, L->wup);
         MARK(RZ_PH_QUANT);
-        rz_mm gu[2] = {{L->wgate, &c->act, c->gate, m->ffn}, {L->wup, &c->act, c->up, m->ffn}};
+        rz_mm gu[2] = {{L->wgate, &w->act, w->gate, m->ffn}, {L->wup, &w->act, w->up, m->ffn}};
         rz_matmul(m->pool, isa, gu, 2);
         MARK(RZ_PH_GATE_UP);
-        rz_act_set(&c->act, c->gate, nr, m->ffn);
-        need_par(m->pool, isa, &c->act, L->wdown, c->up);  /* gate := silu(gate) * up, then quantized */
+        rz_act_set(&w->act, w->gate, nr, m->ffn);
+        need_par(m->pool, isa, &w->act, L->wdown, w->up);  /* gate := silu(gate) * up, then quantized */
         MARK(RZ_PH_QUANT);
-        rz_mm d = {L->wdown, &c->act, c->tmp, dim};
+        rz_mm d = {L->wdown, &w->act, w->tmp, dim};
         rz_matmul(m->pool, isa, &d, 1);
         MARK(RZ_PH_DOWN);
-        add_rows(x, c->tmp, (size_t)nr * dim);
-        if (io->captured)  /* capture layers are below the last: every row computed */
-            for (int j = 0; j < c->n_cap; j++)
-                if (c->cap_layer[j] == l)
-                    for (int i = 0; i < n; i++)
-                        memcpy(io->captured + ((size_t)i * c->n_cap + j) * dim, c->x + (size_t)i * dim, (size_t)dim * 4);
+        add_rows(x, w->tmp, (size_t)nr * dim);
+        if (!last)  /* capture layers are below the last: every row computed */
+            for (int s = 0; s < n_seg; s++) {
+                const rz_ctx *sc = seg[s].c;
+                if (!seg[s].io.captured) continue;
+                for (int j = 0; j < sc->n_cap; j++)
+                    if (sc->cap_layer[j] == l)
+                        for (int i = 0; i < seg[s].n; i++)
+                            memcpy(seg[s].io.captured + ((size_t)i * sc->n_cap + j) * dim,
+                                   w->x + (size_t)(start[s] + i) * dim, (size_t)dim * 4);
+            }
     }
     MARK(RZ_PH_OTHER);
     if (out_rows == 0) return;
-    const int first = n - out_rows;  /* logits for the last out_rows rows */
-    if (io->hidden_out) memcpy(io->hidden_out, c->x + (size_t)first * dim, (size_t)out_rows * dim * 4);
-    for (int i = first; i < n; i++) isa->rmsnorm(c->x + (size_t)i * dim, m->out_norm, m->eps, dim, c->xn + (size_t)(i - first) * dim);
-    rz_act_set(&c->act, c->xn, out_rows, dim);
-    need(&c->act, m->output);
+    for (int s = 0; s < n_seg; s++)
+        if (seg[s].io.hidden_out)
+            memcpy(seg[s].io.hidden_out, w->x + (size_t)live[s] * dim, (size_t)seg[s].out_rows * dim * 4);
+    for (int i = 0; i < out_rows; i++) isa->rmsnorm(w->x + (size_t)i * dim, m->out_norm, m->eps, dim, w->xn + (size_t)i * dim);
+    rz_act_set(&w->act, w->xn, out_rows, dim);
+    need(&w->act, m->output);
     MARK(RZ_PH_QUANT);
-    rz_mm lo = {m->output, &c->act, out, m->vocab, c->n_out_units ? c->out_units : NULL, c->n_out_units};
+    /* a restricted output layer computes only its groups; segments of several contexts compute every group
+     * (a group's columns are the same bits either way) and each blanks its own context's gaps */
+    const int units = n_seg == 1 ? seg[0].c->n_out_units : 0;
+    rz_mm lo = {m->output, &w->act, out, m->vocab, units ? seg[0].c->out_units : NULL, units};
     rz_matmul(m->pool, isa, &lo, 1);
-    for (int r = 0; r < out_rows; r++)  /* the columns a restricted output layer skips */
-        for (int i = 0; i < c->n_out_gaps; i++)
-            for (int col = c->out_gaps[2 * i]; col < c->out_gaps[2 * i + 1]; col++)
-                out[(size_t)r * m->vocab + col] = -INFINITY;
+    for (int s = 0; s < n_seg; s++) {
+        const rz_ctx *sc = seg[s].c;
+        for (int r = live[s]; r < live[s + 1]; r++)  /* the columns a restricted output layer skips */
+            for (int i = 0; i < sc->n_out_gaps; i++)
+                for (int col = sc->out_gaps[2 * i]; col < sc->out_gaps[2 * i + 1]; col++)
+                    out[(size_t)r * m->vocab + col] = -INFINITY;
+    }
     MARK(RZ_PH_OUTPUT);
 }
 
 int rz_forward_io(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only, const rz_io *io) {
-    static const rz_io none = {0};
-    const rz_model *m = c->m;
-    if (!io) io = &none;
-    if (n <= 0 || pos < 0 || pos + n > c->n_ctx) return -1;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->tok_embd->rows) return -2;
-    if (m->mix && !io->feats && !io->hidden_in) return -3;
+    rz_batch_seq one = {c, tokens, n, pos, last_only ? 1 : n, io ? *io : (rz_io){0}};
+    return rz_forward_batch(&one, 1, out);
+}
+
+/* Rows in passes of at most RZ_CHUNK: the sequences in order, a sequence's rows split where a pass fills. */
+int rz_forward_batch(const rz_batch_seq *seqs, int n_seq, float *out) {
+    if (n_seq < 1 || n_seq > RZ_MAX_SEQ) return -4;
+    rz_ctx *w = seqs[0].c;
+    const rz_model *m = w->m;
+    for (int s = 0; s < n_seq; s++) {
+        const rz_batch_seq *q = &seqs[s];
+        if (q->c->m != m || q->c->n_layer != w->n_layer) return -4;
+        if (q->n <= 0 || q->pos < 0 || q->pos + q->n > q->c->n_ctx || q->out_rows < 0 || q->out_rows > q->n) return -1;
+        for (int i = 0; i < q->n; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= m->tok_embd->rows) return -2;
+        if (m->mix && (n_seq > 1 || (!q->io.feats && !q->io.hidden_in))) return -3;
+    }
     const size_t dim = (size_t)m->dim;
     rz_pool_begin(m->pool);
-    for (int s = 0; s < n; s += RZ_CHUNK) {
-        int len = n - s < RZ_CHUNK ? n - s : RZ_CHUNK;
-        int rows = last_only ? (s + len == n ? 1 : 0) : len;
-        float *dst = last_only ? out : out + (size_t)s * m->vocab;
-        rz_io at = {
-            io->feats ? io->feats + (size_t)s * m->n_feat * dim : NULL,
-            io->hidden_in ? io->hidden_in + (size_t)s * dim : NULL,
-            io->captured ? io->captured + (size_t)s * c->n_cap * dim : NULL,
-            io->hidden_out ? io->hidden_out + (last_only ? 0 : (size_t)s * dim) : NULL,
-        };
-        pass(c, tokens + s, len, pos + s, dst, rows, &at);
+    int s = 0, done = 0, out_row = 0;  /* the next row: sequence s, its row done */
+    while (s < n_seq) {
+        rz_seg seg[RZ_MAX_SEQ];
+        int k = 0, rows = 0, orows = 0;
+        while (s < n_seq && rows < RZ_CHUNK) {
+            const rz_batch_seq *q = &seqs[s];
+            const int len = q->n - done < RZ_CHUNK - rows ? q->n - done : RZ_CHUNK - rows;
+            const int first_out = q->n - q->out_rows;  /* rows >= first_out have logits */
+            const int lo = done > first_out ? done : first_out, hi = done + len;
+            const int keep = hi > lo ? hi - lo : 0;  /* logits rows in this piece: its last ones */
+            const rz_io *io = &q->io;
+            seg[k++] = (rz_seg){q->c, q->tokens + done, len, q->pos + done, keep, {
+                io->feats ? io->feats + (size_t)done * m->n_feat * dim : NULL,
+                io->hidden_in ? io->hidden_in + (size_t)done * dim : NULL,
+                io->captured ? io->captured + (size_t)done * q->c->n_cap * dim : NULL,
+                io->hidden_out && keep ? io->hidden_out + (size_t)(lo - first_out) * dim : NULL}};
+            rows += len;
+            orows += keep;
+            done += len;
+            if (done == q->n) {
+                s++;
+                done = 0;
+            }
+        }
+        pass(w, seg, k, out + (size_t)out_row * m->vocab);
+        out_row += orows;
     }
     rz_pool_end(m->pool);
     return 0;

@@ -54,6 +54,7 @@ enum { RZ_PH_QKV, RZ_PH_ATTN, RZ_PH_ATTN_OUT, RZ_PH_GATE_UP, RZ_PH_DOWN, RZ_PH_O
 extern const char *const rz_phase_names[RZ_PHASES];
 
 #define RZ_MAX_CAP 4 /* layers a forward can hand back */
+#define RZ_MAX_SEQ 64 /* sequences in one forward (at most one a row of a pass) */
 #define RZ_CHUNK 64  /* rows per pass of a long forward (prefill): scratch is sized for this */
 
 typedef struct {
@@ -95,5 +96,21 @@ typedef struct {
 int rz_forward(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only);
 /* the same with the reads and hand-backs of io (NULL: as rz_forward); -3: a head without feats/hidden_in */
 int rz_forward_io(rz_ctx *c, const int32_t *tokens, int n, int pos, float *out, int last_only, const rz_io *io);
+
+/* one sequence's part of a batched forward: n tokens at positions pos.. of its context; logits for its last
+ * out_rows rows (0..n); io's buffers as in rz_forward_io (feats / hidden_in: a head, alone in its batch) */
+typedef struct {
+    rz_ctx *c;
+    const int32_t *tokens;
+    int n, pos, out_rows;
+    rz_io io;
+} rz_batch_seq;
+
+/* One forward over the rows of several sequences of one model (each in its own context, same n_layer): every
+ * matmul over all rows at once, attention per sequence over its own cache. Logits rows go to out in sequence
+ * order (each sequence's out_rows rows). A row's bits are those it gets forwarded alone.
+ * -1 positions outside a context, -2 a token outside the vocabulary, -3 a head without features or
+ * batched with others, -4 contexts of different models / layers or a bad count. */
+int rz_forward_batch(const rz_batch_seq *seqs, int n_seq, float *out);
 
 #endif

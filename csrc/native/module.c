@@ -3,6 +3,7 @@
  *   Tensor(type, rows, cols, data, row_bytes)    repack GGUF rows; .dequantize(out), .matmul(x, n, out, isa, threads)
  *   Model(config, tensors, vectors, threads, isa) the weights and a thread pool
  *   Context(model, n_ctx, n_layer)              a KV cache; .forward(tokens, pos, out, last_only)
+ *   forward_batch([(context, tokens, pos, out_rows, captured), ...], out)   one forward over several caches
  *   isa_names(), best_isa(), type_name(t), block_cols(t), src_row_bytes(t, cols)
  *
  * Buffers are anything with the buffer protocol (numpy arrays): float32 for floats, int32 for tokens. The GIL
@@ -554,6 +555,101 @@ static PyTypeObject ContextType = {
     .tp_new = PyType_GenericNew,
 };
 
+/* ---- forward_batch ----------------------------------------------------------------------------------- */
+/* forward_batch(seqs, out): seqs a sequence of (context, tokens int32, pos, out_rows, captured or None), all
+ * contexts of one model; out float32 with sum(out_rows) rows of the vocabulary, filled in sequence order. */
+static PyObject *py_forward_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq_obj, *oo;
+    if (!PyArg_ParseTuple(args, "OO", &seq_obj, &oo)) return NULL;
+    PyObject *items = PySequence_Fast(seq_obj, "seqs must be a sequence");
+    if (!items) return NULL;
+    const Py_ssize_t n_seq = PySequence_Fast_GET_SIZE(items);
+    if (n_seq < 1 || n_seq > RZ_MAX_SEQ) {
+        Py_DECREF(items);
+        return PyErr_Format(PyExc_ValueError, "a batch holds 1..%d sequences, got %zd", RZ_MAX_SEQ, n_seq);
+    }
+    rz_batch_seq seqs[RZ_MAX_SEQ];
+    Py_buffer tb[RZ_MAX_SEQ], cb[RZ_MAX_SEQ], ob;
+    int have_t = 0, have_c[RZ_MAX_SEQ] = {0}, have_out = 0, bad = 0;
+    Py_ssize_t total_rows = 0;
+    ModelObject *model = NULL;
+    for (Py_ssize_t i = 0; i < n_seq && !bad; i++) {
+        PyObject *ctx_o, *to, *co;
+        int pos, out_rows;
+        PyObject *it = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyArg_ParseTuple(it, "O!OiiO", &ContextType, &ctx_o, &to, &pos, &out_rows, &co)) {
+            bad = 1;
+            break;
+        }
+        ContextObject *ctx = (ContextObject *)ctx_o;
+        if (!ctx->model) {
+            PyErr_SetString(PyExc_RuntimeError, "Context not initialised");
+            bad = 1;
+            break;
+        }
+        if (model && ctx->model != model) {
+            PyErr_SetString(PyExc_ValueError, "a batch's contexts must share one model");
+            bad = 1;
+            break;
+        }
+        model = ctx->model;
+        if (get_buffer(to, &tb[i], 0, 4, "tokens") != 0) {
+            bad = 1;
+            break;
+        }
+        have_t = (int)i + 1;
+        const Py_ssize_t n = tb[i].len / 4;
+        if (out_rows < 0 || out_rows > n) {
+            PyErr_Format(PyExc_ValueError, "out_rows %d of a sequence of %zd tokens", out_rows, n);
+            bad = 1;
+            break;
+        }
+        total_rows += out_rows;
+        rz_io io = {0};
+        if (co != Py_None) {
+            if (ctx->c.n_cap == 0) {
+                PyErr_SetString(PyExc_ValueError, "captured: no capture layers are set (capture())");
+                bad = 1;
+                break;
+            }
+            if (get_buffer(co, &cb[i], 1, n * ctx->c.n_cap * ctx->c.m->dim * 4, "captured") != 0) {
+                bad = 1;
+                break;
+            }
+            have_c[i] = 1;
+            io.captured = cb[i].buf;
+        }
+        seqs[i] = (rz_batch_seq){&ctx->c, tb[i].buf, (int)n, pos, out_rows, io};
+    }
+    if (!bad) {
+        if (get_buffer(oo, &ob, 1, total_rows * model->m.vocab * 4, "out") != 0)
+            bad = 1;
+        else
+            have_out = 1;
+    }
+    int rc = 0;
+    if (!bad) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&model->lock);
+        rc = rz_forward_batch(seqs, (int)n_seq, ob.buf);
+        pthread_mutex_unlock(&model->lock);
+        Py_END_ALLOW_THREADS
+    }
+    for (int i = 0; i < have_t; i++) {
+        PyBuffer_Release(&tb[i]);
+        if (have_c[i]) PyBuffer_Release(&cb[i]);
+    }
+    if (have_out) PyBuffer_Release(&ob);
+    Py_DECREF(items);
+    if (bad) return NULL;
+    if (rc == -1) return PyErr_Format(PyExc_ValueError, "positions outside a sequence's context");
+    if (rc == -2) return PyErr_Format(PyExc_ValueError, "a token id is outside the vocabulary");
+    if (rc == -3) return PyErr_Format(PyExc_ValueError, "a draft head runs alone, with feats or hidden_in");
+    if (rc == -4) return PyErr_Format(PyExc_ValueError, "a batch's contexts must have the same layers");
+    Py_RETURN_NONE;
+}
+
 /* ---- module ------------------------------------------------------------------------------------------ */
 static PyObject *py_isa_names(PyObject *self, PyObject *unused) {
     (void)self;
@@ -602,6 +698,9 @@ static PyMethodDef module_methods[] = {
     {"type_name", py_type_name, METH_O, "name of a GGML type id (\"?\" if unsupported)"},
     {"block_cols", py_block_cols, METH_O, "columns per block of a supported type, else 0"},
     {"src_row_bytes", py_src_row_bytes, METH_VARARGS, "bytes of one GGUF row of a type"},
+    {"forward_batch", py_forward_batch, METH_VARARGS,
+     "forward_batch(seqs, out): one forward over several contexts' rows; seqs of (context, tokens, pos, "
+     "out_rows, captured|None); logits rows into out in order"},
     {NULL},
 };
 

@@ -6,10 +6,11 @@
     print(result.text, result.stats.acceptance_rate)
 """
 from .config import GenerationConfig, LoadConfig, SamplingParams
+from .batching import Batcher, Job
 from .engine import Engine, Generation, GenerationResult
 from .errors import RyzansteinError
 from .speculative.stats import GenerationStats
 
-__all__ = ["Engine", "Generation", "GenerationResult", "GenerationConfig", "LoadConfig", "SamplingParams", "GenerationStats",
+__all__ = ["Engine", "Batcher", "Job", "Generation", "GenerationResult", "GenerationConfig", "LoadConfig", "SamplingParams", "GenerationStats",
            "RyzansteinError"]
 __version__ = "0.1.0"

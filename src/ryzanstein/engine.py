@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from .batching import Batcher
 from .config import GenerationConfig, LoadConfig
 from .errors import ContextOverflow, IncompatibleDraft, ModelNotFound, RyzansteinError
 from .machine import peak_rss_bytes
@@ -30,6 +31,7 @@ from .speculative.loop import decode, stop_ids
 from .speculative.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
 from .speculative.proposers import HeadProposer, HybridProposer, ModelProposer, NgramProposer, Proposer
 from .speculative.stats import GenerationStats
+
 
 
 @dataclass
@@ -127,6 +129,8 @@ class Engine:
         # what policy auto plans with, each read or measured when a generation first needs it
         self.costs = costs or SpecCosts(target, proposer and proposer.model, c.cost_profile)
         self.auto_learned: dict | None = None  # what policy auto learned in the last generation (AutoPolicy.learned)
+        # in a batch (batching.py): () -> (rows, sequences) of the last step, which auto prices drafts against
+        self.load_hint: Callable[[], tuple[int, int]] | None = None
         if loading:
             self.check_memory(GenerationConfig().k_max)
 
@@ -136,10 +140,11 @@ class Engine:
         """An engine over models loaded elsewhere (tests, benchmarks sharing one target)."""
         return cls(config or LoadConfig(), target=target, proposer=proposer)
 
-    def twin(self) -> "Engine":
+    def twin(self, target: Model | None = None) -> "Engine":
         """The same target and proposer in new KV caches (weights shared), with the costs already read: a second
-        engine whose generations can run beside this one's (bench --lockstep)."""
-        target = self.target.new_context()
+        engine whose generations can run beside this one's (bench --lockstep), or, given `target` (a batch
+        slot's cache over these weights), one whose generations run on it."""
+        target = target or self.target.new_context()
         proposer = self.proposer and self.proposer.twin(target)
         return Engine(self.config, target=target, proposer=proposer,
                       costs=self.costs.over(target, proposer and proposer.model))
@@ -204,10 +209,23 @@ class Engine:
         # a model draft's catch-up is the part of the prompt its cache does not hold yet (a conversation's
         # next turn: only the new messages), which is what a probe of it would cost
         policy = make_policy(cfg, self.costs, self.proposer.is_model_free, self.proposer.uncached(prompt_ids),
-                             self.auto_learned)
+                             self.auto_learned, self.load_hint)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
         return self.proposer, policy
+
+    def batcher(self, parallel: int, max_rows: int = 64, workers: bool = True) -> Batcher:
+        """Continuous batching over this engine's weights (native backend): up to `parallel` generations share
+        each target forward, each with its own cache and drafter twin, each output what it gets alone
+        (batching.py). Close it when done (or use it as a context manager)."""
+        return Batcher(self, parallel, max_rows, workers)
+
+    def generate_batch(self, prompts: list, config: GenerationConfig | None = None, parallel: int = 8,
+                       chat: bool = True, **kwargs) -> list[GenerationResult]:
+        """Generate for every prompt, `parallel` at a time in shared forwards (an offline job); results in
+        prompt order, each the one the prompt gets alone."""
+        with self.batcher(max(1, min(parallel, len(prompts)))) as b:
+            return b.generate(prompts, config, chat, **kwargs)
 
     def close(self) -> None:
         for m in (self.target, self.proposer and self.proposer.model):
@@ -216,7 +234,8 @@ class Engine:
 
 
 def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch_up_tokens: int,
-                learned: dict | None = None) -> DraftLengthPolicy:
+                learned: dict | None = None, load: Callable[[], tuple[int, int]] | None = None
+                ) -> DraftLengthPolicy:
     """The draft-length policy a generation asked for; `auto` starts from what an earlier generation learned."""
     if cfg.policy == "fixed":
         return FixedPolicy(cfg.k if cfg.k is not None else 4)
@@ -227,7 +246,7 @@ def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch
     policy = AutoPolicy(target_costs=costs.target_profile(), draft_token_s=costs.draft_token_s(),
                         model_free=model_free, k_min=cfg.k_min, k_max=cfg.k_max, min_speedup=cfg.min_speedup,
                         draft_prefill_token_s=costs.draft_prefill_token_s(), prompt_tokens=catch_up_tokens,
-                        max_new_tokens=cfg.max_new_tokens)
+                        max_new_tokens=cfg.max_new_tokens, load=load)
     if learned:  # the engine's earlier generations already measured this machine and draft
         policy.resume(learned)
     return policy

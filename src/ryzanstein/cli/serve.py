@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import logging
 import os
@@ -23,6 +24,10 @@ def add_parser(sub) -> None:
     g.add_argument("--port", type=int, default=8000)
     g.add_argument("--api-key", default=os.environ.get("RYZANSTEIN_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1/ (default: $RYZANSTEIN_API_KEY, else none)")
+    g.add_argument("--parallel", type=int, default=None,
+                   help="requests decoded at once in one continuous batch, each in a KV cache of --ctx-size "
+                        f"(default on the native backend: {DEFAULT_PARALLEL}, fewer if their caches do not fit in "
+                        "memory; 1 elsewhere)")
     g.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the engine; more get 429")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request, queue wait included")
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
@@ -41,6 +46,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if a.api_key == "":  # an empty key must not quietly mean "no authentication"
         raise ConfigError("the API key is empty (--api-key '' or RYZANSTEIN_API_KEY set to ''): give a key, or "
                           "unset both to serve without authentication")
+    if a.parallel is not None and a.parallel < 1:
+        raise ConfigError(f"--parallel {a.parallel}: give at least 1 (requests decoded at once)")
     cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key, max_queue=a.max_queue,
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
                        allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()))
@@ -49,6 +56,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it
     engine.generate("Hello", GenerationConfig(max_new_tokens=4, temperature=0.0, k=cfg.k, policy=cfg.policy),
                     chat=False)
+    parallel, why = choose_parallel(engine, a.parallel)
+    cfg = dataclasses.replace(cfg, parallel=parallel)
+    print(f"parallel {parallel} ({why})", flush=True)
     app = create_app(engine, cfg)
     logging.getLogger("ryzanstein.server").setLevel(logging.INFO)  # one line per request, with its X-Request-Id
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.api_key is None:
@@ -59,6 +69,51 @@ def cmd_serve(a: argparse.Namespace) -> int:
                                            timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
     engine.close()
+    return 0
+
+
+DEFAULT_PARALLEL = 8  # one forward over 8 sequences' rows costs ~2x one row's on the native kernels
+
+
+def slot_bytes(engine: Engine) -> int:
+    """Memory one more batch slot takes: a target KV cache of --ctx-size and the drafter's twin's cache."""
+    n = engine.target.memory().kv_cache_bytes
+    draft = engine.proposer and engine.proposer.model
+    if draft is not None:
+        n += draft.memory().kv_cache_bytes
+    return n
+
+
+def choose_parallel(engine: Engine, asked: int | None) -> tuple[int, str]:
+    """--parallel, checked against free memory (one line if it cannot fit), or the default: DEFAULT_PARALLEL on
+    the native backend, as many as fit, else 1."""
+    native = engine.target.info.backend == "native"
+    if asked is not None and asked > 1 and not native:
+        raise ConfigError(f"--parallel {asked} needs the native backend (continuous batching); "
+                          f"{engine.target.info.name} runs on {engine.target.info.backend}: use --parallel 1")
+    if not native:
+        return 1, f"the {engine.target.info.backend} backend decodes one request at a time"
+    per, free = slot_bytes(engine), available_memory_bytes()
+    fit = max(1, int(0.8 * free // per)) if per and free else DEFAULT_PARALLEL
+    if asked is not None:
+        if asked > fit:
+            raise ConfigError(f"--parallel {asked} needs {asked} KV caches of {engine.target.n_ctx} positions, "
+                              f"{asked * per / 2**20:.0f} MiB, but {free / 2**20:.0f} MiB are free: lower "
+                              "--parallel or --ctx-size")
+        return asked, f"KV caches {asked} x {per / 2**20:.0f} MiB"
+    n = min(DEFAULT_PARALLEL, fit)
+    return n, f"default: KV caches {n} x {per / 2**20:.0f} MiB; set it with --parallel"
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable (Linux), 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 

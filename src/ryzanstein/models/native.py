@@ -262,6 +262,31 @@ class NativeModel(Model):
         self._ctx.vocab(np.ascontiguousarray(pad.reshape(groups, 16).any(axis=1), dtype=np.uint8))
         return True
 
+    @staticmethod
+    def forward_batch(parts: Sequence[tuple[NativeModel, np.ndarray, int, int]], out: np.ndarray | None = None
+                      ) -> np.ndarray:
+        """One forward over the rows of several KV caches of one model's weights (continuous batching): each
+        part (model, int32 tokens, pos, out_rows) forwards its tokens at positions pos.. of that model's
+        cache and asks for the logits of its last out_rows rows. Every matmul runs over all rows at once, the
+        attention per cache; a row's logits are the bits it gets forwarded alone. Returns the logits rows in
+        part order (sum of out_rows, vocab), in `out` if it is large enough. Captured layers are kept as in
+        `forward`. The models' `tokens` are the caller's to update (batching.py)."""
+        if not parts:
+            raise ValueError("forward_batch needs at least one part")
+        first = parts[0][0]
+        rows = sum(p[3] for p in parts)
+        if out is None or out.shape[0] < rows or out.shape[1] != first._arch.vocab:
+            out = np.empty((max(rows, 1), first._arch.vocab), np.float32)
+        seqs = []
+        for model, ids, pos, out_rows in parts:
+            cap = model._captured
+            seqs.append((model._ctx, ids, pos, out_rows, None if cap is None else cap[pos:pos + len(ids)]))
+        try:
+            _ext().forward_batch(seqs, out)
+        except ValueError as e:
+            raise RyzansteinError(f"native forward: {e}") from None
+        return out[:rows]
+
     def _truncate(self, pos: int) -> None:
         pass  # a position move: cache rows past pos are overwritten before they are read
 

@@ -55,7 +55,8 @@ class Served:
 def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     """The FastAPI app over a loaded Engine; the worker thread starts and stops with the app's lifespan."""
     metrics = Metrics()
-    worker = EngineWorker(engine, metrics, config.max_queue)
+    worker = EngineWorker(engine, metrics, config.max_queue, config.parallel)
+    metrics.slots.set(config.parallel)
     served = Served(engine, config, worker, metrics, engine.target.info.name,
                     engine.proposer.name if engine.proposer is not None else "none", int(time.time()))
     app = FastAPI(title="ryzanstein", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -111,7 +112,7 @@ async def validation_error(request: Request, e: RequestValidationError):
 async def health(request: Request):
     s = served_by(request)
     return {"status": "ok", "model": s.model_id, "draft": s.loaded_draft, "waiting": s.worker.waiting,
-            "running": s.worker.running is not None}
+            "running": s.worker.running, "slots": s.worker.parallel}
 
 
 async def metrics_text(request: Request):

@@ -42,7 +42,10 @@ class Metrics:
         self.queue_wait = Histogram("ryzanstein_queue_wait_seconds", "time a request waited for the engine",
                                     buckets=REQUEST_BUCKETS, registry=r)
         self.queue_depth = Gauge("ryzanstein_queue_depth", "requests waiting for the engine", registry=r)
-        self.running = Gauge("ryzanstein_requests_running", "requests decoding now (0 or 1)", registry=r)
+        self.running = Gauge("ryzanstein_requests_running", "requests decoding now (at most --parallel)", registry=r)
+        self.slots = Gauge("ryzanstein_slots", "requests the engine decodes at once (--parallel)", registry=r)
+        self.kv_use = Gauge("ryzanstein_kv_cache_usage_ratio", "share of the KV cache positions (all slots) "
+                            "holding running requests' tokens", registry=r)
         self.aborted = Counter("ryzanstein_generations_aborted", "generations stopped before their end, by reason "
                                "(disconnect, timeout, error, shutdown)", ["reason"], registry=r)
         self.rejected = Counter("ryzanstein_queue_rejected", "requests refused with 429 because the queue was full",

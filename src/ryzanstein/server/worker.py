@@ -1,6 +1,9 @@
-"""One engine, one generation at a time: a bounded first-come-first-served queue in front of a worker thread.
+"""One engine behind a bounded first-come-first-served queue: one generation at a time in a worker thread, or,
+with `parallel` N > 1 on the native backend, up to N at once in one continuous batch (batching.py): a
+dispatcher hands each queued request to a free slot (the one whose cache holds most of its prompt) and a
+thread per slot drives its generation, whose forwards the batcher runs together.
 
-Decoding is blocking CPU work, so it runs in one worker thread, never on the event loop. A request becomes a
+Decoding is blocking CPU work, so it runs in worker threads, never on the event loop. A request becomes a
 `Job`; the worker sends its events back to the request's event loop: ("piece", (text, logprobs of the
 tokens consumed since the last piece, or None when not asked for)) as text is ready, then
 exactly one of ("done", GenerationResult), ("error", exception) or ("aborted", reason). Cancelling a job
@@ -61,26 +64,44 @@ class Job:
 
 
 class EngineWorker:
-    """The queue and the thread that owns the engine."""
+    """The queue and the threads that own the engine (and its batch slots)."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int) -> None:
-        self.engine, self.metrics, self.max_queue = engine, metrics, max_queue
+    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int, parallel: int = 1) -> None:
+        self.engine, self.metrics, self.max_queue, self.parallel = engine, metrics, max_queue, parallel
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._mean_service_s = 1.0  # moving average of one job's time, for Retry-After
-        self.running: Job | None = None
+        self.jobs: dict[int, Job] = {}  # running, by slot
+        self.batcher = None
+        metrics.kv_use.set_function(self.kv_use)  # read at each scrape
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def running(self) -> int:
+        return len(self.jobs)
+
+    def kv_use(self) -> float:
+        """Share of the KV cache positions (all slots) holding a running request's tokens."""
+        if self.batcher is not None:
+            st = self.batcher.stats()
+            return st["kv_used_tokens"] / max(1, st["kv_capacity_tokens"])
+        return self.engine.target.pos / max(1, self.engine.target.n_ctx) if self.jobs else 0.0  # pos: one int read
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ryzanstein-engine", daemon=True)
-        self._thread.start()
+        if self.parallel > 1:
+            self.batcher = self.engine.batcher(self.parallel, workers=False)
+            self._threads = [threading.Thread(target=self._dispatch, name="ryzanstein-dispatch", daemon=True)]
+        else:
+            self._threads = [threading.Thread(target=self._run, name="ryzanstein-engine", daemon=True)]
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Refuse what is waiting (each request gets an error), stop the running job, join the thread."""
+        """Refuse what is waiting (each request gets an error), stop the running jobs, join the threads."""
         self._stop.set()
         while True:
             try:
@@ -89,10 +110,12 @@ class EngineWorker:
                 break
             job.cancel("shutdown")
             self._abort(job)
-        if self.running is not None:
-            self.running.cancel("shutdown")
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for job in list(self.jobs.values()):
+            job.cancel("shutdown")
+        for t in self._threads:
+            t.join(timeout_s)
+        if self.batcher is not None:
+            self.batcher.close()
         self.metrics.queue_depth.set(0)
 
     def submit(self, job: Job) -> None:
@@ -104,39 +127,70 @@ class EngineWorker:
         except queue.Full:
             self.metrics.rejected.inc()
             waiting = self.waiting
-            raise QueueFull(waiting, min(max(math.ceil(self._mean_service_s * (waiting + 1)), 1), 60)) from None
+            per = self._mean_service_s / self.parallel  # slots finish jobs this often
+            raise QueueFull(waiting, min(max(math.ceil(per * (waiting + 1)), 1), 60)) from None
         self.metrics.queue_depth.set(self.waiting)
+
+    def _next(self) -> Job | None:
+        try:
+            job = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return None
+        self.metrics.queue_depth.set(self.waiting)
+        return job
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                job = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            self.metrics.queue_depth.set(self.waiting)
-            self.running = job
-            self.metrics.running.set(1)
-            t0 = time.monotonic()
-            try:
-                self._serve(job)
-            except Exception as e:  # nothing may kill the worker; the request gets an error
-                if isinstance(e, RyzansteinError):
-                    log.warning("generation failed (request_id=%s): %s", job.request_id, e)
-                else:
-                    log.exception("generation failed (request_id=%s)", job.request_id)
-                self.metrics.aborted.labels("error").inc()
-                job.emit("error", e)
-            finally:
-                self.running = None
-                self.metrics.running.set(0)
-                self._mean_service_s = 0.8 * self._mean_service_s + 0.2 * (time.monotonic() - t0)
+            if (job := self._next()) is not None:
+                self._job(job, self.engine, 0)
 
-    def _serve(self, job: Job) -> None:
+    def _dispatch(self) -> None:
+        """Hand each queued job to a free slot, on a thread of its own while it runs."""
+        while not self._stop.is_set():
+            if (job := self._next()) is None:
+                continue
+            slot = None
+            while slot is None and not self._stop.is_set():
+                slot = self.batcher.claim(job.prompt_ids, timeout=0.2)
+            if slot is None:
+                job.cancel("shutdown")
+                self._abort(job)
+                break
+            self.jobs[slot.index] = job  # counted as running from now on
+            threading.Thread(target=self._drive, args=(job, slot), name=f"ryzanstein-slot-{slot.index}",
+                             daemon=True).start()
+
+    def _drive(self, job: Job, slot) -> None:
+        try:
+            with self.batcher.driving(slot) as engine:
+                self._job(job, engine, slot.index)
+        finally:
+            self.batcher.release(slot)
+
+    def _job(self, job: Job, engine: Engine, index: int) -> None:
+        self.jobs[index] = job
+        self.metrics.running.set(self.running)
+        t0 = time.monotonic()
+        try:
+            self._serve(job, engine)
+        except Exception as e:  # nothing may kill a worker; the request gets an error
+            if isinstance(e, RyzansteinError):
+                log.warning("generation failed (request_id=%s): %s", job.request_id, e)
+            else:
+                log.exception("generation failed (request_id=%s)", job.request_id)
+            self.metrics.aborted.labels("error").inc()
+            job.emit("error", e)
+        finally:
+            self.jobs.pop(index, None)
+            self.metrics.running.set(self.running)
+            self._mean_service_s = 0.8 * self._mean_service_s + 0.2 * (time.monotonic() - t0)
+
+    def _serve(self, job: Job, engine: Engine) -> None:
         wait_s = time.monotonic() - job.submitted
         if job.cancelled:
             self._abort(job)
             return
-        gen = self.engine.stream(job.prompt_ids, job.cfg)
+        gen = engine.stream(job.prompt_ids, job.cfg)
         pieces, sent = iter(gen), 0
         for piece in pieces:
             if job.cancelled:

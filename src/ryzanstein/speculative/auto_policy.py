@@ -38,6 +38,8 @@ and verify.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from .acceptance_forecast import AcceptanceForecast
 from .costs import CostProfile
 from .policies import DraftLengthPolicy
@@ -68,8 +70,10 @@ class AutoPolicy(DraftLengthPolicy):
 
     def __init__(self, *, target_costs: CostProfile, draft_token_s: float, model_free: bool, k_min: int = 0,
                  k_max: int = 8, min_speedup: float = 1.0, draft_prefill_token_s: float = 0.0,
-                 prompt_tokens: int = 0, max_new_tokens: int = 1 << 30) -> None:
+                 prompt_tokens: int = 0, max_new_tokens: int = 1 << 30,
+                 load: Callable[[], tuple[int, int]] | None = None) -> None:
         self.costs, self.model_free = target_costs, model_free
+        self.load, self._load = load, (0, 0)
         self.draft_token_s = draft_token_s  # seconds per drafted token (refined online)
         self.k_min, self.k_max, self.min_speedup = max(k_min, 1), k_max, min_speedup
         self._v = [target_costs.v(n) for n in range(1, k_max + 2)]  # v(K+1) for K = 0..k_max
@@ -92,6 +96,7 @@ class AutoPolicy(DraftLengthPolicy):
         self.catching_up = 0  # K to ask for while a model draft feeds its catch-up chunk by chunk (0: none)
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
         self.rounds = 0
+        self._rows_last = 1  # rows this sequence put in its last verify (in a batch: not the others')
 
     def learned(self) -> dict:
         """What this generation learned about the machine and the draft (not the text), for the next one."""
@@ -174,8 +179,27 @@ class AutoPolicy(DraftLengthPolicy):
             self.catching_up = k
         return k
 
+    def _price_batch(self) -> None:
+        """In a batch, a round's cost is this sequence's share of a plain step plus the marginal cost of its
+        drafted rows: with the others' rows R and sequences S in the last step,
+        cost(K) = v(R + 1) / (S + 1) + v(R + 1 + K) - v(R + 1). Drafting then pays only where its extra tokens
+        per extra second beat the batch's tokens per second, so K shrinks as the batch fills (alone: v(K + 1))."""
+        rows, seqs = self.load()
+        if (rows, seqs) == self._load:
+            return
+        self._load = (rows, seqs)
+        mine = max(1, self._rows_last)
+        r, s = max(rows - mine, 0), max(seqs - 1, 0)  # the others'
+        v = self.costs.v
+        base = v(r + 1)
+        self._v = [base / (s + 1) + v(r + 1 + k) - base for k in range(self.k_max + 1)]
+        self._v1 = self._v[0]
+        self._replan_at = 0
+
     # the policy interface ----------------------------------------------------------------------------------
     def choose(self) -> int:
+        if self.load is not None:
+            self._price_batch()
         if self.catching_up:  # a model draft feeding its catch-up a chunk a round: it drafts once in step
             return self.catching_up
         if self.rounds >= self._replan_at:
@@ -216,6 +240,7 @@ class AutoPolicy(DraftLengthPolicy):
         shadow, emitted, conf = r.shadow, r.emitted, r.conf
         n_out, fed = len(emitted), r.fed
         self.rounds += 1
+        self._rows_last = k + 1
         self.remaining -= n_out
         self.emitted += n_out
         self._last_fwd_s = draft_s + verify_s
