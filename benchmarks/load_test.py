@@ -66,6 +66,47 @@ def summary(xs: list[float]) -> dict:
             "mean": sum(xs) / len(xs) if xs else None, "max": max(xs, default=None)}
 
 
+HOSTILE = [  # (endpoint, raw body, the status it must get): cases of docs/errors.md's server table
+    ("/v1/completions", b'{"prompt": "x",', 400),  # malformed JSON
+    ("/v1/completions", b'{"prompt": "x", "temperature": -1}', 400),
+    ("/v1/completions", b'{"prompt": "x", "n": 2}', 400),
+    ("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 4}', 400),  # a lone surrogate
+    ("/v1/completions", b"[" * 200_000, 400),  # deeply nested
+    ("/v1/completions", b'{"prompt": "x", "model": "gpt-9"}', 404),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user<|im_start|>", "content": "x"}]}', 400),
+    ("/v1/completions", ('{"prompt": "' + "hello " * 6000 + '"}').encode(), 400),  # over the context
+]
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """A process's resident memory (Linux), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+async def hostile(client: httpx.AsyncClient, i: int) -> dict:
+    """Send the i-th hostile request; it counts as answered if it gets its 4xx with an OpenAI error body."""
+    path, raw, want = HOSTILE[i % len(HOSTILE)]
+    t0 = time.perf_counter()
+    out = {"i": i, "stream": False, "status": None, "latency_s": None, "ttft_s": None, "completion_tokens": 0,
+           "text": "", "error": None, "hostile": True}
+    try:
+        r = await client.post(path, content=raw, headers={"Content-Type": "application/json"})
+        out["status"] = r.status_code
+        if r.status_code != want or "error" not in r.json():
+            out["error"] = f"hostile request {i % len(HOSTILE)}: {r.status_code}, expected {want}: {r.text[:200]}"
+    except (httpx.HTTPError, ValueError) as e:
+        out["error"] = f"hostile request {i % len(HOSTILE)}: {type(e).__name__}: {e}"
+    out["latency_s"] = time.perf_counter() - t0
+    return out
+
+
 def request_body(i: int, a: argparse.Namespace) -> tuple[str, dict]:
     """The i-th request: endpoint and JSON body."""
     prompt, chat, stream = PROMPTS[i % len(PROMPTS)], i % 2 == 1, (i // 2) % 2 == 1
@@ -147,7 +188,9 @@ async def run(url: str, a: argparse.Namespace) -> tuple[list[dict], float, dict]
 
         async def worker() -> None:  # a client: one request at a time, back to back
             while not todo.empty():
-                results.append(await one(client, todo.get_nowait(), a))
+                i = todo.get_nowait()
+                bad = a.hostile and i % a.hostile == a.hostile - 1
+                results.append(await (hostile(client, i // a.hostile) if bad else one(client, i, a)))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(a.concurrency)))
@@ -208,12 +251,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed requests first")
     p.add_argument("--timeout", type=float, default=300.0, help="client timeout per request, seconds")
     p.add_argument("--out", default=None, help="also write the JSON report here")
+    p.add_argument("--hostile", type=int, default=0, metavar="EVERY",
+                   help="make every EVERY-th request a bad one (malformed, invalid, over the context, ...) that must "
+                        "get its 4xx; reported apart")
     p.add_argument("--parallel", type=int, default=None, help="with --start-server: the server's --parallel")
     p.add_argument("--sweep", default=None, help="concurrency levels, e.g. 1,2,4,8,16 (with --start-server)")
     p.add_argument("--baseline-parallel", type=int, default=None,
                    help="with --sweep: run the sweep again on a server with this many slots, after the first")
     p.add_argument("--per-client", type=int, default=3, help="with --sweep: requests per client per level")
+    p.add_argument("--llama-server", default=None, metavar="BIN",
+                   help="with --sweep: also sweep llama.cpp's own server (this binary, built from source) on the "
+                        "same model file, with -np set to --parallel and -t to --threads")
     return p
+
+
+@contextlib.contextmanager
+def llama_server(a: argparse.Namespace):
+    """llama.cpp's server on the same GGUF, parallel slots with a unified KV cache, on a free loopback port."""
+    import subprocess
+    import tempfile
+
+    from ryzanstein.models import store
+    from server_process import free_port, healthy
+
+    path = store.path_of(a.model) or Path(a.model)
+    port = free_port()
+    cmd = [a.llama_server, "-m", str(path), "-t", str(a.threads or 2), "-np", str(a.parallel or 8), "-kvu", "-cb",
+           "--cache-ram", "0", "-c", "8192", "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url, t0 = f"http://127.0.0.1:{port}", time.monotonic()
+            while not healthy(url):
+                if proc.poll() is not None or time.monotonic() - t0 > a.start_timeout:
+                    log.seek(0)
+                    raise RyzansteinError(f"llama-server did not start: {log.read()[-2000:]}")
+                time.sleep(0.5)
+            yield ServerProcess(url)
+        finally:
+            proc.terminate()
+            proc.wait(15)
 
 
 SWEEP_PROMPTS = [  # chat requests for the sweep (not the bench prompts)
@@ -270,24 +347,28 @@ def level_report(results: list[dict], wall_s: float, reference: dict[int, tuple[
 def run_sweep(a: argparse.Namespace, levels: list[int]) -> dict:
     out = {"date": time.strftime("%Y-%m-%d"), "model": a.model, "draft": a.draft, "threads": a.threads,
            "max_tokens": a.max_tokens, "per_client": a.per_client, "levels": levels, "servers": {}}
-    for parallel in [a.parallel or 0] + ([a.baseline_parallel] if a.baseline_parallel else []):
-        with started_server(a, parallel or None) as srv:
+    runs = [("ours", a.parallel or 0)] + ([("ours", a.baseline_parallel)] if a.baseline_parallel else [])
+    runs += [("llama.cpp", a.parallel or 8)] if a.llama_server else []
+    for kind, parallel in runs:
+        with (started_server(a, parallel or None) if kind == "ours" else llama_server(a)) as srv:
             # the reference: each distinct request alone
             ref_results, _ = asyncio.run(sweep_level(srv.url, a, 1, len(SWEEP_PROMPTS)))
             reference = {r["i"]: (r["text"], r["completion_tokens"]) for r in ref_results}
-            slots = httpx.get(srv.url + "/health", timeout=10).json().get("slots", 1)
+            slots = httpx.get(srv.url + "/health", timeout=10).json().get("slots", parallel)
+            name = f"parallel_{slots}" if kind == "ours" else f"llama_server_np{parallel}"
             rows = {}
             for c in levels:
                 results, wall = asyncio.run(sweep_level(srv.url, a, c, c * a.per_client))
                 rows[str(c)] = level_report(results, wall, reference)
-                print(f"parallel {slots}, {c} clients: {rows[str(c)]['completion_tokens_per_s']:.1f} tokens/s, "
+                print(f"{name}, {c} clients: {rows[str(c)]['completion_tokens_per_s']:.1f} tokens/s, "
                       f"identical {rows[str(c)]['identical_to_alone']}", file=sys.stderr, flush=True)
-            out["servers"][f"parallel_{slots}"] = rows
+            out["servers"][name] = rows
     names = list(out["servers"])
-    if len(names) == 2:
-        a_, b_ = (out["servers"][n] for n in names)
-        out["throughput_ratio"] = {c: a_[c]["completion_tokens_per_s"] / b_[c]["completion_tokens_per_s"]
-                                   for c in a_ if c in b_}
+    first = out["servers"][names[0]]
+    out["throughput_ratio"] = {  # the first server's throughput over each other's, per level
+        f"{names[0]}/{n}": {c: first[c]["completion_tokens_per_s"] / other[c]["completion_tokens_per_s"]
+                            for c in first if c in other}
+        for n, other in ((n, out["servers"][n]) for n in names[1:])}
     return out
 
 
@@ -323,8 +404,10 @@ def main(argv: list[str] | None = None) -> int:
                 httpx.get(url + "/health", timeout=10).raise_for_status()
             except httpx.HTTPError as e:
                 raise SystemExit(f"error: no healthy server at {url} ({e}): start one, or pass --start-server")
+            rss0 = rss_bytes(srv.pid)
             results, wall_s, before = asyncio.run(run(url, a))
             after = server_metrics(url)
+            rss1 = rss_bytes(srv.pid)
     except RyzansteinError as e:  # --start-server: it did not start; the message holds its output
         raise SystemExit(f"error: {e}")
 
@@ -332,10 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         key = str(r["status"]) if r["status"] is not None else "no response"
         by_status[key] = by_status.get(key, 0) + 1
+    bad = [r for r in results if r.get("hostile")]
+    results = [r for r in results if not r.get("hostile")]
     ok = [r for r in results if r["status"] == 200 and r["error"] is None]
-    errors = [r for r in results if r["error"] is not None]
+    errors = [r for r in results + bad if r["error"] is not None]
     tokens = sum(r["completion_tokens"] for r in ok)
     report = {
+        "hostile": {"sent": len(bad), "answered_as_expected": sum(r["error"] is None for r in bad)},
+        "server_rss_mb": {"before": rss0 and rss0 / 2**20, "after": rss1 and rss1 / 2**20},
         "url": url, "requests": a.requests, "concurrency": a.concurrency, "max_tokens": a.max_tokens,
         "model": a.model, "draft": a.draft if a.start_server else None,
         "counts_by_status": by_status, "ok": len(ok), "rejected_429": by_status.get("429", 0),

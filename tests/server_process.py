@@ -37,8 +37,8 @@ def healthy(url: str) -> bool:
 class ServerProcess:
     """The running child: its base URL; `output` holds everything it printed once it has stopped."""
 
-    def __init__(self, url: str) -> None:
-        self.url, self.output = url, ""
+    def __init__(self, url: str, pid: int | None = None) -> None:
+        self.url, self.output, self.pid = url, "", pid
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def serve_subprocess(args: list[str], timeout_s: float = 120.0) -> Iterator[Serv
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen([sys.executable, "-m", "ryzanstein.cli", "serve", "--host", "127.0.0.1",
                                  "--port", str(port), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-        server = ServerProcess(f"http://127.0.0.1:{port}")
+        server = ServerProcess(f"http://127.0.0.1:{port}", proc.pid)
         try:
             t0 = time.monotonic()
             while not healthy(server.url):

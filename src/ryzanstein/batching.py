@@ -136,8 +136,11 @@ class Job:
         return self.result
 
 
-class _Cancelled(Exception):
-    pass
+class Cancelled(RyzansteinError):
+    """A generation's forward was refused: its request was cancelled, or the batcher closed."""
+
+    def __init__(self) -> None:
+        super().__init__("the request was cancelled (the batcher closed)")
 
 
 @dataclass
@@ -301,7 +304,7 @@ class Batcher:
                     if job.cancelled:
                         break
                 job.result = gen.result
-            except _Cancelled:
+            except Cancelled:
                 pass
             except BaseException as e:  # noqa: BLE001 - the job's consumer sees it; the slot serves the next one
                 job.error = e
@@ -317,7 +320,7 @@ class Batcher:
     def _forward(self, slot: Slot, tokens: np.ndarray, last_only: bool) -> np.ndarray:
         """Called on the slot's thread by its SlotTarget: park until the scheduler has run these rows."""
         if slot.job is not None and slot.job.cancelled:
-            raise _Cancelled()
+            raise Cancelled()
         inner = slot.target.inner
         req = _Forward(slot, tokens, inner.pos, last_only)
         slot.clock.pause()
@@ -330,7 +333,7 @@ class Batcher:
         if req.error is not None:
             raise req.error
         if not req.ready:
-            raise _Cancelled()
+            raise Cancelled()
         inner.tokens.extend(int(t) for t in tokens)
         return req.logits
 

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ..batching import Cancelled
 from ..config import GenerationConfig
 from ..errors import RyzansteinError
 
@@ -173,6 +174,9 @@ class EngineWorker:
         t0 = time.monotonic()
         try:
             self._serve(job, engine)
+        except Cancelled:  # the batcher closed under it (shutdown)
+            job.cancel("shutdown")
+            self._abort(job)
         except Exception as e:  # nothing may kill a worker; the request gets an error
             if isinstance(e, RyzansteinError):
                 log.warning("generation failed (request_id=%s): %s", job.request_id, e)
