@@ -48,10 +48,17 @@ def test_a_batched_forward_gives_each_row_its_bits_alone(smol_gguf, isa):
         NativeModel.forward_batch([(ctxs[0], nexts[0], 511, 3)])
 
 
-@pytest.mark.parametrize("draft", ["none", "ngram", "self:10"])
+def engine(target, draft: str) -> Engine:
+    from ryzanstein.speculative.proposers import ModelProposer, NgramProposer
+
+    if draft == "ngram":
+        return Engine.from_models(target, NgramProposer())
+    return Engine.from_models(target, ModelProposer(target.truncated(10), name="self:10", owns_weights=False))
+
+
+@pytest.mark.parametrize("draft", ["ngram", "self:10"])
 def test_greedy_answers_in_a_batch_are_the_answers_alone(target, draft):
-    eng = Engine(model="smollm2-135m", draft=draft, threads=2, ctx_size=512) if draft != "none" else \
-        Engine.from_models(target)
+    eng = engine(target, draft)
     alone = [eng.generate(p, GREEDY).tokens for p in PROMPTS]
     with eng.batcher(4) as b:  # 6 requests on 4 slots: two wait, then join as others leave
         got = [r.tokens for r in b.generate(PROMPTS, GREEDY)]
@@ -77,7 +84,7 @@ def test_an_untrained_head_drafts_in_a_batch_and_output_is_unchanged(target, tmp
 
 
 def test_a_seeded_sample_is_the_same_in_a_batch(target):
-    eng = Engine(model="smollm2-135m", draft="ngram", threads=2, ctx_size=512)
+    eng = engine(target, "ngram")
     cfg = GenerationConfig(max_new_tokens=24, temperature=0.8, top_p=0.95, seed=11)
     alone = [eng.generate(p, cfg).tokens for p in PROMPTS[:4]]
     assert [r.tokens for r in eng.generate_batch(PROMPTS[:4], cfg, parallel=4)] == alone
@@ -109,7 +116,7 @@ def test_a_cancelled_request_frees_its_slot_and_streams_stop(target):
 
 
 def test_concurrent_submitters_each_get_their_own_answer(target):
-    eng = Engine.from_models(target)
+    eng = Engine.from_models(target)  # no drafter: plain steps of several sequences
     alone = {p: eng.generate(p, GREEDY).tokens for p in PROMPTS}
     got = {}
     with eng.batcher(3) as b:
