@@ -24,9 +24,9 @@ def target(smol_gguf):
     return load_model("smollm2-135m", backend="native", threads=2, n_ctx=512)
 
 
-@pytest.mark.parametrize("isa", [None, "c"])
-def test_a_batched_forward_gives_each_row_its_bits_alone(smol_gguf, isa):
-    model = NativeModel(smol_gguf, n_ctx=512, threads=2, isa=isa)
+@pytest.mark.parametrize("isa,threads", [(None, 2), (None, 1), ("c", 2)])
+def test_a_batched_forward_gives_each_row_its_bits_alone(smol_gguf, isa, threads):
+    model = NativeModel(smol_gguf, n_ctx=512, threads=threads, isa=isa)
     rng = np.random.default_rng(0)
     prompts = [rng.integers(0, 40000, n).astype(np.int32) for n in (70, 5, 130, 1)]  # 70 + 130: several passes
     nexts = [rng.integers(0, 40000, n).astype(np.int32) for n in (3, 1, 9, 4)]
