@@ -298,7 +298,6 @@ class Batcher:
             try:
                 gen = slot.engine.stream(job.prompt_ids, job.cfg, clock=slot.clock)
                 job.logprobs = gen.logprobs
-                job.started.set()
                 for piece in gen:
                     job._pieces.put(piece)
                     if job.cancelled:

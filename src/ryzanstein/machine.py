@@ -39,3 +39,14 @@ def peak_rss_bytes() -> int:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(kb if sys.platform == "darwin" else kb * 1024)
 
+
+def available_memory_bytes() -> int:
+    """MemAvailable (Linux), 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -12,6 +12,7 @@ import sys
 from ..config import POLICIES, GenerationConfig
 from ..engine import Engine
 from ..errors import ConfigError
+from ..machine import available_memory_bytes
 from ..server.config import ServerConfig
 from .args import add_load_args, load_config_from_args, parse_k
 
@@ -103,18 +104,6 @@ def choose_parallel(engine: Engine, asked: int | None) -> tuple[int, str]:
         return asked, f"KV caches {asked} x {per / 2**20:.0f} MiB"
     n = min(DEFAULT_PARALLEL, fit)
     return n, f"default: KV caches {n} x {per / 2**20:.0f} MiB; set it with --parallel"
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable (Linux), 0 where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def bind(host: str, port: int) -> socket.socket:
