@@ -70,6 +70,28 @@ def test_greedy_with_an_untrained_head_equals_plain(target, head_file, draft):
     target.capture([])
 
 
+def test_auto_plans_the_combined_drafters_apart(target, head_file):
+    """Under auto a weak head does not cost prompt lookup its rounds: on text that copies the prompt, head+ngram
+    verifies the lookup's drafts as ngram alone does (priced as one drafter, the pair got the untrained head's
+    plan, plain steps, and left the matches unused), and its output is still plain's."""
+    from ryzanstein.speculative.proposers import HeadProposer, HybridProposer, NgramProposer
+
+    items = ["apples", "rivets", "copper wire", "two lamps", "a ladder", "green paint", "nails", "a hammer",
+             "glue", "sandpaper", "a drill", "screws"]
+    prompt = "Copy this list exactly, comma separated, and nothing else: " + ", ".join(items)
+    target.capture([])
+    ref = Engine.from_models(target, None).generate(prompt, max_new_tokens=48, temperature=0)
+    lookup = Engine.from_models(target, NgramProposer()).generate(prompt, max_new_tokens=48, temperature=0)
+    hybrid = HybridProposer(HeadProposer(_head(target, head_file), target), NgramProposer())
+    eng = Engine.from_models(target, hybrid)
+    out = eng.generate(prompt, max_new_tokens=48, temperature=0)
+    assert out.tokens == ref.tokens == lookup.tokens
+    assert lookup.stats.num_accepted >= 10, lookup.stats  # the text is grounded: lookup alone pays here
+    assert hybrid.lookup_rounds > 0
+    assert out.stats.num_accepted >= lookup.stats.num_accepted // 2, (out.stats, lookup.stats)
+    target.capture([])
+
+
 def test_head_forward_is_batch_invariant_and_rolls_back(target, head_file):
     head = _head(target, head_file)
     ids = target.tokenizer.encode(PROMPTS[0])

@@ -271,6 +271,47 @@ def test_auto_probes_a_model_draft_in_the_first_round():
     assert pol.choose() == 0
 
 
+def test_hybrid_auto_plans_each_drafter_apart():
+    """head+ngram under auto: text that copies its prompt half the time, a model draft never right. The rounds
+    with a lookup match go to prompt lookup at its own K; the others to the model draft's plan, which soon
+    settles on plain steps. Priced as one drafter (before HybridPolicy), the failing model draft dragged the
+    pair to plain steps and the matches went unused."""
+    from ryzanstein.speculative.hybrid_policy import HybridPolicy
+    from ryzanstein.speculative.proposers import HybridProposer
+
+    native = CostProfile([0.01 * r for r in (1, 1.10, 1.14, 1.18, 1.25, 1.32, 1.40, 1.47, 1.55)])  # the 1.5B's
+    hybrid = HybridProposer(NgramProposer(), NgramProposer())  # the model draft's own proposals are simulated
+    main = AutoPolicy(target_costs=native, draft_token_s=0.06 * 0.01, model_free=False, k_max=8)
+    pol = HybridPolicy(hybrid, AutoPolicy(target_costs=native, draft_token_s=2e-5, model_free=True, k_max=8), main)
+    source = list(range(1000, 4000))  # the prompt: what the copying phases copy
+    context, j, fresh = [1] + source + [2], 0, iter(range(5000, 9000))
+    copy_rounds = lookup_rounds = model_rounds = 0
+    for i in range(400):
+        copying = (i // 20) % 2 == 0
+        truth = source[j:j + 9] if copying else [next(fresh) for _ in range(9)]
+        k = pol.choose(context)
+        draft, conf = [], None
+        if k and hybrid.route == "lookup":
+            draft = hybrid.propose(context, k).tokens
+            lookup_rounds += copying and i % 20 > 2
+        elif k:
+            draft, conf = [-1] * min(k, 2), [0.5] * min(k, 2)  # the model draft: always wrong
+            model_rounds += 1
+        n = 0
+        while n < len(draft) and draft[n] == truth[n]:
+            n += 1
+        out = truth[:n + 1]
+        pol.observe(rnd(len(draft), n, 6e-4 * len(draft) if conf else 2e-5, native.v(len(draft) + 1),
+                        emitted=out, conf=conf))
+        context += out
+        j += len(out) if copying else 0
+        copy_rounds += copying and i % 20 > 2
+    assert lookup_rounds >= 0.8 * copy_rounds, (lookup_rounds, copy_rounds)
+    assert model_rounds < 40  # probes, then plain: the model draft's plan is its own
+    speedup, _ = pol.prediction()
+    assert speedup > 1.5
+
+
 def test_acceptance_model_learns_from_the_drafts_confidence():
     m = AcceptanceForecast(8)
     for _ in range(30):  # a draft whose sure tokens are accepted and unsure ones rejected

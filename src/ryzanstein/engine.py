@@ -25,7 +25,8 @@ from .models.head import DraftHead
 from .models.store import head_path
 from .models.textstream import TextStream
 from .speculative.auto_policy import AutoPolicy
-from .speculative.costs import SpecCosts
+from .speculative.costs import NGRAM_TOKEN_S, SpecCosts
+from .speculative.hybrid_policy import HybridPolicy
 from .speculative.logprobs import TokenLogprob
 from .speculative.loop import decode, stop_ids
 from .speculative.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
@@ -208,7 +209,7 @@ class Engine:
         self.proposer.configure(cfg.sampling, cfg.p_min, rng)
         # a model draft's catch-up is the part of the prompt its cache does not hold yet (a conversation's
         # next turn: only the new messages), which is what a probe of it would cost
-        policy = make_policy(cfg, self.costs, self.proposer.is_model_free, self.proposer.uncached(prompt_ids),
+        policy = make_policy(cfg, self.costs, self.proposer, self.proposer.uncached(prompt_ids),
                              self.auto_learned, self.load_hint)
         stats.policy = policy.name
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
@@ -233,10 +234,11 @@ class Engine:
                 m.close()
 
 
-def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch_up_tokens: int,
+def make_policy(cfg: GenerationConfig, costs: SpecCosts, proposer: Proposer, catch_up_tokens: int,
                 learned: dict | None = None, load: Callable[[], tuple[int, int]] | None = None
                 ) -> DraftLengthPolicy:
-    """The draft-length policy a generation asked for; `auto` starts from what an earlier generation learned."""
+    """The draft-length policy a generation asked for; `auto` starts from what an earlier generation learned,
+    and plans a combined drafter's two drafters apart (HybridPolicy)."""
     if cfg.policy == "fixed":
         return FixedPolicy(cfg.k if cfg.k is not None else 4)
     if cfg.policy == "heuristic":
@@ -244,11 +246,16 @@ def make_policy(cfg: GenerationConfig, costs: SpecCosts, model_free: bool, catch
     if cfg.policy == "confidence":
         return FixedPolicy(cfg.k_max)  # the draft itself stops early under p_min
     policy = AutoPolicy(target_costs=costs.target_profile(), draft_token_s=costs.draft_token_s(),
-                        model_free=model_free, k_min=cfg.k_min, k_max=cfg.k_max, min_speedup=cfg.min_speedup,
-                        draft_prefill_token_s=costs.draft_prefill_token_s(), prompt_tokens=catch_up_tokens,
-                        max_new_tokens=cfg.max_new_tokens, load=load)
+                        model_free=proposer.is_model_free, k_min=cfg.k_min, k_max=cfg.k_max,
+                        min_speedup=cfg.min_speedup, draft_prefill_token_s=costs.draft_prefill_token_s(),
+                        prompt_tokens=catch_up_tokens, max_new_tokens=cfg.max_new_tokens, load=load)
     if learned:  # the engine's earlier generations already measured this machine and draft
         policy.resume(learned)
+    if isinstance(proposer, HybridProposer):
+        lookup = AutoPolicy(target_costs=costs.target_profile(), draft_token_s=NGRAM_TOKEN_S, model_free=True,
+                            k_min=cfg.k_min, k_max=cfg.k_max, min_speedup=cfg.min_speedup,
+                            max_new_tokens=cfg.max_new_tokens, load=load)
+        return HybridPolicy(proposer, lookup, policy)
     return policy
 
 

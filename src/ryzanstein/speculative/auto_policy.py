@@ -95,6 +95,7 @@ class AutoPolicy(DraftLengthPolicy):
         self.emitted = 0  # tokens emitted by the rounds so far
         self.catching_up = 0  # K to ask for while a model draft feeds its catch-up chunk by chunk (0: none)
         self.pred_tokens = self.pred_time = self.pred_plain_time = 0.0  # sums over the rounds taken
+        self.pred_rounds = 0  # ... and their count
         self.rounds = 0
         self._rows_last = 1  # rows this sequence put in its last verify (in a batch: not the others')
 
@@ -197,7 +198,7 @@ class AutoPolicy(DraftLengthPolicy):
         self._replan_at = 0
 
     # the policy interface ----------------------------------------------------------------------------------
-    def choose(self) -> int:
+    def choose(self, context: list[int] | None = None) -> int:
         if self.load is not None:
             self._price_batch()
         if self.catching_up:  # a model draft feeding its catch-up a chunk a round: it drafts once in step
@@ -240,6 +241,7 @@ class AutoPolicy(DraftLengthPolicy):
         shadow, emitted, conf = r.shadow, r.emitted, r.conf
         n_out, fed = len(emitted), r.fed
         self.rounds += 1
+        self.pred_rounds += 1
         self._rows_last = k + 1
         self.remaining -= n_out
         self.emitted += n_out
@@ -285,6 +287,22 @@ class AutoPolicy(DraftLengthPolicy):
             self.draft_token_s = _ema(self.draft_token_s, (draft_s - catch_up_s) / k)
         self.forecast.verified(k, num_accepted, conf)
 
+    def elsewhere(self, r: Round, shadow: list[int]) -> None:
+        """A round this policy did not plan (in a hybrid drafter, the other drafter's, or a plain step its partner
+        accounted): keep the generation's counts and the draft's lag, and score `shadow`, what this drafter
+        proposed without it being verified, against what the round emitted."""
+        n_out = len(r.emitted)
+        self.rounds += 1
+        self.remaining -= n_out
+        self.emitted += n_out
+        self.lag += n_out
+        self.forecast.new_round()
+        if shadow and r.emitted:
+            hit = shadow[0] == r.emitted[0]
+            self.forecast.shadowed(hit)
+            if hit:
+                self._replan_at = 0
+
     def observe_wall(self, wall_s: float) -> None:
         """The last round's wall time, start to next start (so the caller's time per round counts too)."""
         self.overhead_s = _ema(self.overhead_s, max(wall_s - self._last_fwd_s, 0.0), floor=1e-3)
@@ -293,7 +311,7 @@ class AutoPolicy(DraftLengthPolicy):
         """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
         if not self.pred_time:
             return 1.0
-        return (self.pred_tokens / self.pred_time) / (self.rounds / self.pred_plain_time)
+        return (self.pred_tokens / self.pred_time) / (self.pred_rounds / self.pred_plain_time)
 
     def prediction(self) -> tuple[float, float]:
         """(predicted speedup over plain, predicted decode tokens/s) of the rounds taken."""

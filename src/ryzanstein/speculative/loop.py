@@ -63,7 +63,7 @@ def decode(target: Model, prompt: list[int], cfg: GenerationConfig, rng: np.rand
         t0 = clock()
         # a round writes [token + k drafts] to the cache and emits at most k + 1 tokens
         cap = min(cfg.max_new_tokens - emitted - 1, target.n_ctx - target.pos - 1)
-        k = min(policy.choose(), cap) if proposer and policy else 0
+        k = min(policy.choose(context), cap) if proposer and policy else 0
         want = k or (min(policy.shadow_k(), cap) if proposer and policy else 0)
         draft = shadow = EMPTY
         if want > 0:

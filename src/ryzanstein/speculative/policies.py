@@ -11,8 +11,9 @@ from .round import Round
 class DraftLengthPolicy:
     name = "policy"
 
-    def choose(self) -> int:
-        """K for the next round (0 = a plain decoding step)."""
+    def choose(self, context: list[int] | None = None) -> int:
+        """K for the next round (0 = a plain decoding step); `context` is every token so far, for a policy whose
+        plan depends on the text (the hybrid drafter's: whether prompt lookup has a match now)."""
         raise NotImplementedError
 
     def shadow_k(self) -> int:
@@ -51,7 +52,7 @@ class FixedPolicy(DraftLengthPolicy):
         self.k = k
         self.name = f"fixed:{k}"
 
-    def choose(self) -> int:
+    def choose(self, context: list[int] | None = None) -> int:
         return self.k
 
 
@@ -63,7 +64,7 @@ class HeuristicPolicy(DraftLengthPolicy):
     def __init__(self, k: int = 4, k_min: int = 1, k_max: int = 8) -> None:
         self.k, self.k_min, self.k_max = k, max(k_min, 1), k_max
 
-    def choose(self) -> int:
+    def choose(self, context: list[int] | None = None) -> int:
         return self.k
 
     def observe(self, r: Round) -> None:

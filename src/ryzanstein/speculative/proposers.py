@@ -291,12 +291,13 @@ class HeadProposer(ModelProposer):
 
 
 class HybridProposer(Proposer):
-    """Prompt lookup and a model drafter at once (`head+ngram`): each round takes the proposal expected to
-    yield more tokens. Prompt lookup is free, so it is asked first; its draft is taken when rounds like it (the
-    same matched suffix length) have yielded at least what the model's drafts yield, both learned online from
-    the rounds of this proposer's generations (kept from one generation to the next); otherwise the model
-    drafts. The model is what the policy prices (its cost)
-    and what the loop sees (`model`), so auto plans K for it."""
+    """Prompt lookup and a model drafter at once (`head+ngram`). Under policy `auto` each drafter has its own
+    plan (hybrid_policy.py), which sets `route` before the round: "lookup" verifies the lookup's draft the plan
+    asked for (`plan_lookup`), "main" lets the model draft. Under the other policies each round takes the
+    proposal expected to yield more: prompt lookup is free, so it is asked first; its draft is taken when rounds
+    like it (the same matched suffix length) have yielded at least what the model's drafts yield, both learned
+    online from the rounds of this proposer's generations (kept from one generation to the next); otherwise the
+    model drafts. The model is what a policy prices (its cost) and what the loop sees (`model`)."""
 
     MATCH_BINS = 5  # matched suffix lengths 1, 2, 3, 4 and more
 
@@ -309,10 +310,18 @@ class HybridProposer(Proposer):
         self._sum = np.zeros(1 + self.MATCH_BINS)
         self._n = np.zeros(1 + self.MATCH_BINS)
         self.lookup_rounds = 0
+        self.route: str | None = None  # set by HybridPolicy before each round; None: choose by the yields
+        self._planned: list[int] = []
         self.reset()
 
     def configure(self, sampling: SamplingParams, p_min: float, rng: np.random.Generator | None) -> None:
         self.main.configure(sampling, p_min, rng)
+        self.route = None  # a new generation: its policy routes, if it is auto
+
+    def plan_lookup(self, context: list[int], k: int) -> list[int]:
+        """Prompt lookup's draft of at most k tokens for this round (HybridPolicy asks before it plans)."""
+        self._planned = self.lookup.propose(context, k).tokens
+        return self._planned
 
     def uncached(self, context: list[int]) -> int:
         return self.main.uncached(context)
@@ -344,6 +353,12 @@ class HybridProposer(Proposer):
 
     def propose(self, context: list[int], k: int, stop: StopRule | None = None,
                 catch_up: int | None = None) -> Draft:
+        route, self.route = self.route, None
+        if route == "lookup":
+            self.lookup_rounds += 1
+            return Draft(self._planned[:k]) if k > 0 else EMPTY
+        if route == "main":
+            return self.main.propose(context, k, stop, catch_up)
         self._learn(context)
         if k <= 0:
             return EMPTY
