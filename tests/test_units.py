@@ -271,6 +271,34 @@ def test_auto_probes_a_model_draft_in_the_first_round():
     assert pol.choose() == 0
 
 
+def test_auto_stops_probing_a_draft_its_earlier_generations_found_useless():
+    """A generation's first draft (a plan from the prior, or the first-round probe, with its catch-up over the
+    prompt) is skipped once this engine's earlier generations saw the draft's first tokens rejected often enough
+    that no K would win at that rate; a draft with a good record drafts at once."""
+    native = CostProfile([0.01 * r for r in (1, 1.10, 1.14, 1.18, 1.25, 1.32, 1.40, 1.47, 1.55)])
+
+    def generation(learned, accept):
+        pol = AutoPolicy(target_costs=native, draft_token_s=0.06 * 0.01, model_free=False, k_max=8,
+                         draft_prefill_token_s=1e-4, prompt_tokens=100, max_new_tokens=96)
+        if learned:
+            pol.resume(learned)
+        first = pol.choose()
+        if first:
+            pol.observe(rnd(1, int(accept), 0.06 * 0.01 + 99 * 1e-4, native.v(2), fed=100))
+        return first, pol.learned()
+
+    learned, probes = None, []
+    for _ in range(8):
+        k, learned = generation(learned, accept=False)
+        probes.append(k)
+    # drafted until the record (1 + hits) / (2 + tries) fell to where no K wins on this profile: 5 tries
+    assert min(probes[:3]) > 0 and probes[5:] == [0, 0, 0], probes
+    learned = None
+    for _ in range(6):
+        k, learned = generation(learned, accept=True)
+        assert k > 0
+
+
 def test_hybrid_auto_plans_each_drafter_apart():
     """head+ngram under auto: text that copies its prompt half the time, a model draft never right. The rounds
     with a lookup match go to prompt lookup at its own K; the others to the model draft's plan, which soon

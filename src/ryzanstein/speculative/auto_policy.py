@@ -19,7 +19,11 @@ cannot pay is never probed, and one whose catch-up prefill would cost more than 
 tokens still expected is not either. A model draft is probed in the first round, before anything is known of
 it on this text (its catch-up is then the prompt, allowed up to 10%): waiting 32 rounds first made the
 prompt's catch-up a cost no later probe could afford, so a good draft was never tried (Qwen 1.5B + 0.5B on the
-native backend: 89% of the tokens it drafted were accepted, yet it drafted in 5% of the rounds).
+native backend: 89% of the tokens it drafted were accepted, yet it drafted in 5% of the rounds). Unless the
+draft's record in this engine's earlier generations (its first drafted tokens, accepted or not, the last ~16
+tries) says it cannot win: a weak head probed at every prompt's start paid its catch-up over each prompt
+(on ~650-token retrieval prompts, 9% of the head's decode time on the 1.5B, 2026-12-07). Its probes then
+stay spaced out as the earlier generations left them.
 
 A model draft's catch-up (every context token its cache lacks: after a long prompt, a prefill of the draft) is
 weighed against what drafting would save over the tokens the generation is still expected to emit: as many as
@@ -57,6 +61,8 @@ EMA = 0.1  # weight of the newest observation in the online cost estimates
 # learned costs the next generation starts from
 CARRY = ("scale", "spec_bias", "draft_token_s", "draft_prefill_token_s", "overhead_s")
 CARRY_CALIBRATION = 8.0  # ... and the calibration, as at most this many predicted tokens of evidence
+RECORD_MIN, RECORD_MAX = 3, 16  # a model draft's first-draft record across generations: trusted from 3 tries,
+# kept to the last ~16 (older evidence scaled down, so a draft that turns good on new text is believed again)
 
 
 def _ema(old: float, new: float, cap: float = 3.0, w: float = EMA, floor: float = 0.0) -> float:
@@ -98,12 +104,17 @@ class AutoPolicy(DraftLengthPolicy):
         self.pred_rounds = 0  # ... and their count
         self.rounds = 0
         self._rows_last = 1  # rows this sequence put in its last verify (in a batch: not the others')
+        self.first_hits = self.first_tries = 0.0  # a model draft's first drafted tokens: accepted, verified
+        self._verified = 0  # rounds of this generation that verified drafts
 
     def learned(self) -> dict:
         """What this generation learned about the machine and the draft (not the text), for the next one."""
         d = {k: float(getattr(self, k)) for k in CARRY}
         d["spec_rounds"] = min(self.spec_rounds, 5)  # a carried spec_bias still moves fast at first
         d["calibration"] = self.forecast.calibration_evidence(CARRY_CALIBRATION)
+        scale = min(1.0, RECORD_MAX / self.first_tries) if self.first_tries else 1.0
+        d["first_draft"] = (self.first_hits * scale, self.first_tries * scale)
+        d["probe_every"] = self.probe_every
         return d
 
     def resume(self, d: dict) -> None:
@@ -111,6 +122,9 @@ class AutoPolicy(DraftLengthPolicy):
             setattr(self, k, d[k])
         self.spec_rounds = d["spec_rounds"]
         self.forecast.pred_extra, self.forecast.real_extra = d["calibration"]
+        self.first_hits, self.first_tries = d.get("first_draft", (0.0, 0.0))
+        if not self.record_may_win():  # probed and failed in earlier generations: keep spacing the probes out
+            self.probe_every = d.get("probe_every", PROBE_FIRST)
 
     # the plan ----------------------------------------------------------------------------------------------
     # (lists of Python floats, as in acceptance_forecast.py: this runs before every round that re-plans)
@@ -142,6 +156,14 @@ class AutoPolicy(DraftLengthPolicy):
     def can_ever_win(self) -> bool:
         """Would some K beat plain decoding with a good draft (90% of tokens accepted)?"""
         return self.best_k([ALPHA_GOOD] * self.k_max, calibrated=False) > 0
+
+    def record_may_win(self) -> bool:
+        """Could the model draft win at the first-draft acceptance it showed in this engine's generations
+        (every draft accepted that often)? True until it has RECORD_MIN tries."""
+        if self.first_tries < RECORD_MIN:
+            return True
+        alpha = (self.first_hits + 1) / (self.first_tries + 2)
+        return self.best_k([alpha] * self.k_max, calibrated=False) > 0
 
     def expected_left(self) -> float:
         """Tokens this generation is still expected to emit: as many as it has emitted, HORIZON at first, at
@@ -205,6 +227,8 @@ class AutoPolicy(DraftLengthPolicy):
             return self.catching_up
         if self.rounds >= self._replan_at:
             k = self.best_k()
+            if k and not self.model_free and not self._verified and not self.record_may_win():
+                k = 0  # a plan from the prior alone, for a draft this engine has seen fail: wait for a probe
             if k and self.model_free:
                 return k
             if k and self.catch_up_pays(k):
@@ -214,7 +238,8 @@ class AutoPolicy(DraftLengthPolicy):
             self._replan_at = self.rounds + REPLAN_EVERY
         if not self.model_free:
             # nothing is known of the draft on this text yet: probe it now
-            if self.rounds == 0 and self.can_ever_win() and self.probe_pays(FIRST_PROBE_BUDGET):
+            if (self.rounds == 0 and self.can_ever_win() and self.record_may_win()
+                    and self.probe_pays(FIRST_PROBE_BUDGET)):
                 return self._draft(1)
             self.since_spec += 1
             if self.since_spec >= self.probe_every and self.rounds >= self._probe_check_at:
@@ -281,7 +306,10 @@ class AutoPolicy(DraftLengthPolicy):
         self.since_spec = 0
         if num_accepted:
             self._replan_at = 0  # news (a probe accepted): plan again next round
+        self._verified += 1
         if not self.model_free:
+            self.first_tries += 1
+            self.first_hits += num_accepted > 0
             self.probe_every = PROBE_FIRST if num_accepted else self.probe_every
         if draft_s > catch_up_s:  # else the round says nothing about the cost per token
             self.draft_token_s = _ema(self.draft_token_s, (draft_s - catch_up_s) / k)
