@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/feature_rate.py --model qwen2.5-coder-1.5b
 
 `ryzanstein distill` runs the target over its training text with the head's layers captured and keeps the
-target's top ids per position (distill/train.py). The head drafts only its draft vocabulary, so the target
-scores only that (restrict_vocab). This times the same loop both ways, interleaved (`--reps` each), on
+target's top ids per position (distill/train.py), scoring every id. The head drafts only its draft vocabulary,
+so the target could score only that (restrict_vocab; docs/distill.md says why distill does not). This times
+the same loop both ways, interleaved (`--reps` each), on
 held-out documents, with the draft vocabulary of an earlier distill's plan.json (default: the store's run for
 the model) or, without one, the most frequent ids of the documents themselves. Writes JSON (tokens/s per pass,
 medians) to --out.
