@@ -1,5 +1,6 @@
 """Cost profiles: measured on real weights, cached atomically as readable JSON, invalidated when the model
 file, backend, its kernels' build, threads or CPU change."""
+import functools
 import json
 
 import pytest
@@ -10,6 +11,8 @@ from ryzanstein.speculative import costs
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("RYZANSTEIN_HOME", str(tmp_path))
+    # a real measurement, one repeat rather than three: these tests check when it runs and what is cached
+    monkeypatch.setattr(costs, "measure", functools.partial(costs.measure, reps=1))
     return tmp_path
 
 

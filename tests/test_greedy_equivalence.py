@@ -1,5 +1,5 @@
 """Greedy equivalence on the exact backend: with temperature 0, speculative output is token for token the
-target's plain greedy output, for every proposer and K. PyTorch fp32, SmolLM2-135M, 6 prompts x 48 tokens.
+target's plain greedy output, for every proposer and K. PyTorch fp32, SmolLM2-135M, 4 prompts x 32 tokens.
 
 Also: both backends agree on greedy continuations of the same weights (llama.cpp's Q4 kernels vs the
 dequantized fp32 reference: they may part at near-ties, so the agreement rate is reported and bounded
@@ -18,11 +18,9 @@ PROMPTS = [
     "        result.append(x * 2)\nreturn result",
     "Summarize: The city council voted on Tuesday to expand the bike lane network by 40 kilometres over "
     "the next three years, citing a rise in cycling since 2020.",
-    "Translate to French: The library opens at nine and closes at six.",
-    "Tom has 3 boxes with 12 apples each. He gives away 15 apples. How many are left?",
     "Tell me a short story about a lighthouse keeper.",
 ]
-N_NEW = 48
+N_NEW = 32
 CFG = GenerationConfig(max_new_tokens=N_NEW, temperature=0.0, ignore_eos=True)
 
 
