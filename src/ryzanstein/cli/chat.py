@@ -289,6 +289,8 @@ class Chat:
 
     def set(self, arg: str) -> None:
         name, _, value = arg.partition(" ")
+        if name == "parameter":  # ollama's spelling: /set parameter temperature 0.2
+            name, _, value = value.strip().partition(" ")
         value = value.strip()
         if name not in SETTINGS or not value:
             if name and name not in SETTINGS:
