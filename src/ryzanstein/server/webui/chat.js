@@ -147,7 +147,7 @@ class Live {
       bar.className = r.k > 0 ? "k" : "k plain";
       bar.title = `K ${r.k}: drafted ${r.drafted}, accepted ${r.accepted}`;
       if (r.k > 0) {
-        bar.style.height = `${4 + 1.5 * r.k}px`;
+        bar.style.height = `${Math.min(40, 4 + 4.5 * r.k)}px`;  // K 8 fills the strip
         const a = document.createElement("div");
         a.className = "a";
         a.style.height = `${r.drafted ? (100 * r.accepted) / r.k : 0}%`;
@@ -252,7 +252,7 @@ async function send(text) {
 }
 
 function describeSettings() {
-  const v = (id) => $(id).value.trim() || (id === "seed" ? "random" : "server's");
+  const v = (id) => $(id).value.trim() || (id === "seed" ? "random" : "(server default)");
   $("settings-box").querySelector("summary").textContent =
     `Settings: temperature ${v("temperature")} · top_p ${v("top_p")} · top_k ${v("top_k")} · ` +
     `max_tokens ${v("max_tokens")} · seed ${v("seed")} · K ${v("k")} · policy ${v("policy")}`;
@@ -265,6 +265,7 @@ $("api-key").addEventListener("change", () => {
   loadModel();
 });
 for (const id of SETTINGS) $(id).addEventListener("change", describeSettings);
+$("settings").addEventListener("submit", (event) => event.preventDefault());
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("input").value.trim();
