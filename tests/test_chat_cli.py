@@ -60,11 +60,11 @@ def test_a_conversation_in_a_terminal():
         assert s2["new"] == s2["prompt"] - s2["cached"] < 20, (s1, s2)
 
         assert "Set temperature to 0.2." in ask(child, "/set temperature 0.2")
-        assert "must be a number in (0, 1]" in ask(child, "/set top_p 7")
-        assert "top_k takes an integer" in ask(child, "/set top_k many")
+        assert "/set top_p 7: invalid top_p=7.0: must be a number in (0, 1] (1 = off)" in ask(child, "/set top_p 7")
+        assert "/set top_k many: top_k takes an integer, 0 = off" in ask(child, "/set top_k many")
         shown = ask(child, "/show")
         assert "temperature 0.2, top_p 0.95" in shown and "turns      2" in shown
-        assert "Unknown command /nope" in ask(child, "/nope")
+        assert "Unknown command /nope: /help lists the commands." in ask(child, "/nope")
         assert "/stats" in ask(child, "/help")
 
         # Ctrl-C stops a long answer and comes back to the prompt, the chat still there

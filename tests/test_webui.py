@@ -20,6 +20,7 @@ from server_process import serve_subprocess  # noqa: E402  (tests/server_process
 
 KEY = "sk-page-key"
 MODEL = "smollm2-135m"
+CODE = "Add a docstring to this Python function:\ndef add(a, b):\n    return a + b"
 COPY = ("Repeat this list exactly, twice: alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu "
         "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu")
 
@@ -49,7 +50,7 @@ def browser():
 
 def open_page(browser, url: str, key: str | None = KEY):
     """A fresh page (its own storage) at `/`, with `key` saved as the page saves it."""
-    context = browser.new_context(viewport={"width": 1000, "height": 760})
+    context = browser.new_context(viewport={"width": 1000, "height": 640})
     page = context.new_page()
     if key is not None:
         page.add_init_script(f"localStorage.setItem('ryzanstein.apiKey', {json.dumps(key)})")
@@ -107,10 +108,10 @@ def test_a_conversation_with_speculation_shown(server, browser):
         settings(page, temperature=0, k=4, max_tokens=64)
         requests = []
         page.on("request", lambda r: requests.append(r.post_data_json) if r.url.endswith("/completions") else None)
-        send(page, COPY)
+        send(page, CODE)
         answer = page.locator(".msg.assistant").first
         expect(answer).to_have_class(DONE, timeout=60_000)
-        assert "alpha beta gamma" in answer.locator(".body").text_content().lower()
+        assert "def add(a, b):" in answer.locator(".body").text_content()  # the code, copied from the prompt
         assert answer.locator(".t.accepted").count() > 0  # drafts accepted, coloured as such
         assert answer.locator(".t.recovered, .t.bonus").count() > 0
         expect(page.locator("#fig-acceptance")).to_contain_text("%")
@@ -119,9 +120,10 @@ def test_a_conversation_with_speculation_shown(server, browser):
         if os.environ.get("RYZANSTEIN_CHAT_SCREENSHOT"):
             page.screenshot(path=os.environ["RYZANSTEIN_CHAT_SCREENSHOT"])
 
-        send(page, "Thank you. Now say only the first three words.")  # the conversation is kept in the page
+        send(page, "Thank you. Now add type hints.")  # the conversation is kept in the page
         expect(page.locator(".msg.assistant").last).to_have_class(DONE, timeout=60_000)
         assert [m["role"] for m in requests[-1]["messages"]] == ["user", "assistant", "user"]
+        assert requests[-1]["messages"][0]["content"] == CODE
         assert requests[-1]["messages"][1]["content"] == answer.locator(".body").text_content()
         assert requests[-1]["speculative"] == {"k": 4} and requests[-1]["stream"] is True
     finally:

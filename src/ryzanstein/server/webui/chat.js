@@ -159,6 +159,16 @@ class Live {
     }
     this.show();
   }
+  // The answer's end: the server's own figures (its token count includes the end-of-answer token).
+  finish(summary, usage) {
+    if (usage) $("fig-tokens").textContent = `${usage.completion_tokens} tokens`;
+    if (!summary) return;
+    $("fig-rate").textContent = `${summary.tokens_per_s.toFixed(1)} tok/s`;
+    if (summary.num_draft_tokens) {
+      $("fig-acceptance").textContent = `acceptance ${Math.round(100 * summary.acceptance_rate)}%`;
+    }
+    if (summary.rounds) $("fig-length").textContent = `${summary.mean_acceptance_length.toFixed(2)} tokens/forward`;
+  }
   show() {
     const seconds = this.first === null ? 0 : (performance.now() - this.first) / 1000;
     $("fig-tokens").textContent = `${this.tokens} tokens`;
@@ -239,6 +249,7 @@ async function send(text) {
     showError(failure);
   } else {
     view.note.textContent = summaryNote(summary, usage);
+    live.finish(summary, usage);
     view.root.classList.add("done");
   }
   if (answer) {
