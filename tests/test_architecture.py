@@ -27,6 +27,7 @@ DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors"
 # What may be imported inside a function: heavy (seconds, or a native library) or optional (an extra), and the
 # package modules that import one of those at their top.
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
+        "readline",  # changes how input() reads a terminal, process-wide: only `ryzanstein chat` loads it
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
         "ryzanstein.models._native",
         "ryzanstein.distill.fit"}  # distill.fit trains with torch

@@ -31,6 +31,7 @@ from .speculative.logprobs import TokenLogprob
 from .speculative.loop import decode, stop_ids
 from .speculative.policies import DraftLengthPolicy, FixedPolicy, HeuristicPolicy
 from .speculative.proposers import HeadProposer, HybridProposer, ModelProposer, NgramProposer, Proposer
+from .speculative.round import token_kinds
 from .speculative.stats import GenerationStats
 
 
@@ -56,38 +57,79 @@ class GenerationResult:
                 **({"logprobs": [asdict(e) for e in self.logprobs]} if self.logprobs is not None else {})}
 
 
+@dataclass(frozen=True)
+class RoundTrace:
+    """One decoding round as a stream hands it out (Generation.pieces), from the loop's stats."""
+
+    k: int  # the K the policy chose
+    drafted: int  # draft tokens verified (the proposer may find fewer than K; 0: a plain step)
+    accepted: int  # of them, accepted
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of streamed text and how its tokens came (Generation.pieces)."""
+
+    text: str
+    spans: list[tuple[str, str]]  # (text, kind) per token, covering `text` in order; kind: round.TOKEN_KINDS
+    rounds: list[RoundTrace]  # the rounds completed since the previous piece
+
+
 class Generation:
-    """One generation in progress: iterate for text pieces; `.result` is set once it is exhausted."""
+    """One generation in progress: iterate for text pieces (or `pieces()` for how each token came); `.result` is
+    set once it is exhausted, `.stats` holds the figures so far while it runs."""
 
     def __init__(self, engine: "Engine", prompt_ids: list[int], cfg: GenerationConfig,
                  clock: Callable[[], float] = perf_counter) -> None:
         self.engine, self.prompt_ids, self.cfg, self.clock = engine, prompt_ids, cfg, clock
         self.result: GenerationResult | None = None
+        self.stats: GenerationStats | None = None
         # with cfg.logprobs: one entry per shown token so far (a stream's consumer reads the new ones)
         self.logprobs: list[TokenLogprob] | None = [] if cfg.logprobs is not None else None
 
     def __iter__(self) -> Iterator[str]:
+        return (p.text for p in self._stream(trace=False) if p.text)
+
+    def pieces(self) -> Iterator[Piece]:
+        """The text pieces as Piece records: each token's text with its kind (an accepted draft, a recovered or
+        bonus token, a plain step), and each round's K, drafted and accepted counts, as the decode loop
+        recorded them in the stats. A token whose text a held-back stop string splits appears in two pieces;
+        the last piece may hold only rounds."""
+        return self._stream(trace=True)
+
+    def _stream(self, trace: bool) -> Iterator[Piece]:
         eng, cfg = self.engine, self.cfg
         seed = cfg.seed if cfg.seed is not None else int(np.random.SeedSequence().entropy % 2**63)
         rng = np.random.default_rng(seed)
-        stats = GenerationStats(draft=eng.proposer.name if eng.proposer else "none")
+        self.stats = stats = GenerationStats(draft=eng.proposer.name if eng.proposer else "none")
         proposer, policy = eng._prepare_speculation(cfg, rng, stats, self.prompt_ids)
-        text = TextStream(eng.target.tokenizer, cfg.stop)
+        text = TextStream(eng.target.tokenizer, cfg.stop, positions=trace)
         stops = stop_ids(eng.target.tokenizer, cfg)
         tokens: list[int] = []
         rows: list[TokenLogprob] | None = [] if self.logprobs is not None else None  # one per emitted token
+        kinds: list[str] = []  # per shown token (text.ids), with trace
+        rounds: list[RoundTrace] = []  # not yet handed out
+        accepted_so_far = 0
         for out in decode(eng.target, self.prompt_ids, cfg, rng, stats, proposer, policy, self.clock, rows):
             if rows is not None:
                 self.logprobs.extend(e for e in rows[len(tokens):] if e.token not in stops)
+            if trace:  # the first output is the prefill's token; each later one is the round stats just observed
+                how = ["step"]
+                if tokens:
+                    drafted, accepted = stats.k_per_round[-1], stats.num_accepted - accepted_so_far
+                    accepted_so_far = stats.num_accepted
+                    rounds.append(RoundTrace(stats.k_chosen[-1], drafted, accepted))
+                    how = token_kinds(drafted, accepted, len(out))
+                kinds.extend(kind for t, kind in zip(out, how) if t not in stops)
             tokens.extend(out)
             piece = text.add([t for t in out if t not in stops])  # the EOS is generated, not shown
             if piece:
-                yield piece
+                yield self._piece(piece, text, kinds, rounds)
             if text.stopped:
                 break
         piece = text.finish()
-        if piece:
-            yield piece
+        if piece or rounds:
+            yield self._piece(piece, text, kinds, rounds)
         if text.stopped:  # cut after the token that completed the stop string
             tokens, reason = tokens[:text.n_ids_at_stop], "stop"
         else:
@@ -102,6 +144,23 @@ class Generation:
         if rows is not None:  # cut where the tokens were cut (a stop string)
             self.logprobs[:] = [e for e in rows[:len(tokens)] if e.token not in stops]
         self.result = GenerationResult(text.text, tokens, reason, len(self.prompt_ids), seed, stats, self.logprobs)
+
+    @staticmethod
+    def _piece(piece: str, text: TextStream, kinds: list[str], rounds: list[RoundTrace]) -> Piece:
+        """A Piece for `piece`, the text just released (the end of text.text handed out so far); empties
+        `rounds` into it."""
+        spans: list[tuple[str, str]] = []
+        if text.char_ids is not None and piece:
+            start = text.sent - len(piece)
+            owners = text.char_ids[start:text.sent]
+            i = 0
+            for j in range(1, len(owners) + 1):
+                if j == len(owners) or owners[j] != owners[i]:
+                    spans.append((piece[i:j], kinds[owners[i]]))
+                    i = j
+        out = Piece(piece, spans, rounds[:])
+        rounds.clear()
+        return out
 
     def run(self) -> GenerationResult:
         """Generate to the end; the result."""

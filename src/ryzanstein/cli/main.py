@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import RyzansteinError
-from . import bench, distill, generate, models, profile, serve
+from . import bench, chat, distill, generate, models, profile, serve
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="ryzanstein", description="CPU-first LLM inference with lossless speculative decoding")
     p.add_argument("--verbose", "-v", action="store_true", help="log details to stderr")
     sub = p.add_subparsers(dest="command", required=True)
-    for command in (generate, models, profile, bench, serve, distill):
+    for command in (generate, chat, models, profile, bench, serve, distill):
         command.add_parser(sub)
     return p
 

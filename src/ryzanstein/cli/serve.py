@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
     g.add_argument("--policy", choices=POLICIES, default="auto", help="default draft-length policy per request")
     g.add_argument("--allowed-origins", default="", help="CORS: comma list of browser origins that may call the "
                    "API (https://app.example.com), or * for any (default: none, CORS off)")
+    g.add_argument("--no-webui", action="store_true", help="do not serve the chat page at / (the API only)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -51,7 +52,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         raise ConfigError(f"--parallel {a.parallel}: give at least 1 (requests decoded at once)")
     cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key, max_queue=a.max_queue,
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
-                       allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()))
+                       allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()),
+                       webui=not a.no_webui)
     sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is known at once
     engine = Engine(load_config_from_args(a))
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it
@@ -64,8 +66,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     logging.getLogger("ryzanstein.server").setLevel(logging.INFO)  # one line per request, with its X-Request-Id
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and cfg.api_key is None:
         print(f"warning: serving on {cfg.host} without --api-key: anyone who can reach it may use it", file=sys.stderr)
-    print(f"serving {engine.target.info.name} (draft {a.draft}) on http://{cfg.host}:{sock.getsockname()[1]}/v1",
-          flush=True)
+    url = f"http://{cfg.host}:{sock.getsockname()[1]}"
+    print(f"serving {engine.target.info.name} (draft {a.draft}) on {url}/v1"
+          + (f", chat page at {url}/" if cfg.webui else ""), flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="info" if a.verbose else "warning", access_log=False,
                                            timeout_graceful_shutdown=5))
     server.run(sockets=[sock])

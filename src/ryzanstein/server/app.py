@@ -28,8 +28,10 @@ from .config import ServerConfig
 from .guard import Guard, error_response
 from .metrics import CONTENT_TYPE, Metrics
 from .openai_api import (APIError, check_unicode, chunk, event_error, generation_config_from_request, logprobs_body,
-                         parse_messages, parse_prompt, result_body, sse, summary, unknown_model, usage_of)
+                         parse_messages, parse_prompt, result_body, speculation, sse, summary, unknown_model,
+                         usage_of)
 from .tokenize_routes import detokenize, tokenize
+from .webui import add_webui_routes
 from .worker import EngineWorker, Job, QueueFull
 
 log = logging.getLogger("ryzanstein.server")
@@ -77,6 +79,8 @@ def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/tokenize", tokenize_route, methods=["POST"])
     app.add_api_route("/detokenize", detokenize_route, methods=["POST"])
+    if config.webui:
+        add_webui_routes(app)  # the chat page at /, a client of the routes above
     return app
 
 
@@ -246,10 +250,10 @@ def stream(request: Request, job: Job, head: dict, chat: bool, include_usage: bo
             while True:
                 kind, value = await next_event(request, job, timeout, poll_disconnect=False)
                 if kind == "piece":
-                    text, entries = value
+                    piece, entries = value
                     lp = None if entries is None else logprobs_body(entries, chat, token_bytes, offset)
-                    offset += len(text)
-                    yield sse(chunk(head, chat, text=text, logprobs=lp))
+                    offset += len(piece.text)
+                    yield sse({**chunk(head, chat, text=piece.text, logprobs=lp), "ryzanstein": speculation(piece)})
                 elif kind == "done":
                     yield sse({**chunk(head, chat, finish=value.finish_reason), "ryzanstein": summary(value)})
                     if include_usage:

@@ -25,6 +25,7 @@ class ServerConfig:
     k: int | None = None  # default draft length per request (None = the policy's choice)
     policy: str = "auto"
     allowed_origins: tuple[str, ...] = ()  # CORS: browser origins that may call the API ("*": any); () = off
+    webui: bool = True  # the chat page at / (a client of the API: its calls need the key like any other)
 
     def __post_init__(self) -> None:
         for ok, what in ((0 <= self.port <= 65535, f"invalid port={self.port}: must be in [0, 65535]"),

@@ -64,6 +64,13 @@ def chunk(head: dict, chat: bool, text: str = "", finish: str | None = None, rol
     return {**head, "object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]}
 
 
+def speculation(piece) -> dict:
+    """A streamed chunk's non-standard "ryzanstein" field (docs/server.md): each token of its text with how it
+    came (step | accepted | recovered | bonus), and the rounds completed since the previous chunk."""
+    return {"tokens": [[text, kind] for text, kind in piece.spans],
+            "rounds": [{"k": r.k, "drafted": r.drafted, "accepted": r.accepted} for r in piece.rounds]}
+
+
 def sse(data: dict) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 

@@ -4,8 +4,9 @@ dispatcher hands each queued request to a free slot (the one whose cache holds m
 thread per slot drives its generation, whose forwards the batcher runs together.
 
 Decoding is blocking CPU work, so it runs in worker threads, never on the event loop. A request becomes a
-`Job`; the worker sends its events back to the request's event loop: ("piece", (text, logprobs of the
-tokens consumed since the last piece, or None when not asked for)) as text is ready, then
+`Job`; the worker sends its events back to the request's event loop: ("piece", (the engine's Piece: text,
+how its tokens came and the rounds behind them; logprobs of the tokens consumed since the last piece, or None
+when not asked for)) as text is ready, then
 exactly one of ("done", GenerationResult), ("error", exception) or ("aborted", reason). Cancelling a job
 (client gone, timeout) is a flag the worker checks before it starts the job and between text pieces.
 """
@@ -195,7 +196,7 @@ class EngineWorker:
             self._abort(job)
             return
         gen = engine.stream(job.prompt_ids, job.cfg)
-        pieces, sent = iter(gen), 0
+        pieces, sent = gen.pieces(), 0
         for piece in pieces:
             if job.cancelled:
                 pieces.close()  # abandons the generation cleanly

@@ -18,3 +18,14 @@ class Round:
     conf: list[float] | None = None  # a model draft's probability for each token it proposed
     chosen: int | None = None  # the K the policy chose (k may be fewer: the proposer found less); None = k
     fed: int = 0  # context tokens a draft model fed before drafting (its catch-up; all of it if k = 0)
+
+
+TOKEN_KINDS = ("step", "accepted", "recovered", "bonus")  # how an emitted token came (token_kinds)
+
+
+def token_kinds(k: int, num_accepted: int, n_emitted: int) -> list[str]:
+    """How each of a round's `n_emitted` tokens came: its `num_accepted` accepted drafts, then one token of the
+    target's own: `recovered` where a draft was rejected, `bonus` after all k were accepted, `step` in a plain
+    step (k = 0; the prefill's token is one too). A stop id among the accepted drafts ends the list there."""
+    own = "step" if k == 0 else "bonus" if num_accepted == k else "recovered"
+    return (["accepted"] * num_accepted + [own])[:n_emitted]
