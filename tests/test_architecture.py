@@ -28,6 +28,7 @@ DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors"
 # package modules that import one of those at their top.
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
+        "ray", "ryzanstein.server.cluster",  # Ray Serve: the cluster extra
         "ryzanstein.models._native",
         "ryzanstein.distill.fit"}  # distill.fit trains with torch
 # Compiled extensions (setup.py): modules without a .py file, imported like one.

@@ -115,7 +115,7 @@ async def validation_error(request: Request, e: RequestValidationError):
 async def health(request: Request):
     s = served_by(request)
     h = {"status": "ok", "model": s.model_id, "draft": s.loaded_draft, **s.worker.health()}
-    return JSONResponse(h, 503 if h["status"] == "unavailable" else 200)
+    return JSONResponse(h, 503) if h["status"] == "unavailable" else h  # cluster.py: no replica running
 
 
 async def metrics_text(request: Request):
