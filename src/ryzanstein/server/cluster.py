@@ -9,8 +9,9 @@
   its generation runs on a replica.
 - EngineReplica: one Engine behind worker.py's queue (continuous batching over `parallel` slots); a
   generation's events stream back to the ingress.
-- Routing, PrefixRouter: to the replica that was sent the request's longest prefix (affinity.py), unless it
-  has `imbalance` more requests than the least loaded replica; otherwise to the least loaded.
+- Routing, PrefixRouter: to the replica that was sent the request's longest prefix (affinity.py) while it has
+  a free batch slot (or all are full and it is not `imbalance` requests over the least loaded); otherwise
+  to the least loaded.
 - Faults: a replica that dies (process killed, node lost) fails the generations it held. The ingress sends
   each again, to another replica, unless its client has seen part of it (a stream that has begun): that
   stream ends with an error event, 503 `replica_lost`. Ray starts a new replica. A replica that cannot load
@@ -73,7 +74,8 @@ class ClusterConfig:
     load: LoadConfig
     server: ServerConfig
     replicas: int = 2
-    imbalance: int | None = None  # how many more requests the prefix's replica may hold than the least loaded one
+    imbalance: int | None = None  # when all replicas are full: how many more requests the prefix's replica may
+    # hold than the least loaded one and still get the request (None: the batch slots per replica)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.replicas, int) and 1 <= self.replicas <= 1024):
@@ -114,12 +116,16 @@ def prompt_ids_of(pending: PendingRequest | None) -> list[int] | None:
 
 
 class PrefixRouter(RequestRouter):
-    """Ray Serve request router: the replica that was sent the longest prefix of the prompt, unless it holds
-    `imbalance` more requests than the least loaded replica; otherwise the least loaded (Ray then picks, among
-    the replicas of the first rank with room, the one with the fewest requests)."""
+    """Ray Serve request router: the replica that was sent the longest prefix of the prompt while it has a free
+    batch slot, or while every replica is full and it holds at most `imbalance` more requests than the least
+    loaded; otherwise the least loaded replica. (Ray then picks, among a rank's replicas with room, the one with
+    the fewest requests.) A shared prefix (a system prompt) thus never queues requests on one replica while
+    another has a slot free, and a conversation's next turn finds its replica's slot, freed by its last turn."""
 
-    def initialize_state(self, imbalance: int = DEFAULT_PARALLEL, block: int = 16, max_entries: int = 200_000) -> None:
-        self.table, self.imbalance = PrefixTable(block, max_entries), imbalance
+    def initialize_state(self, slots: int = DEFAULT_PARALLEL, imbalance: int | None = None, block: int = 16,
+                         max_entries: int = 200_000) -> None:
+        self.table, self.slots = PrefixTable(block, max_entries), slots
+        self.imbalance = slots if imbalance is None else imbalance
 
     def load(self, r: RunningReplica) -> int:
         return self.replica_queue_len_cache.get(r.replica_id) or 0  # requests sent and not finished
@@ -131,7 +137,8 @@ class PrefixRouter(RequestRouter):
         _, names = self.table.holders(ids, by_name) if ids else (0, [])
         if names:
             first = [by_name[n] for n in names]
-            if min(map(self.load, first)) - min(map(self.load, candidate_replicas)) <= self.imbalance:
+            held, least = min(map(self.load, first)), min(map(self.load, candidate_replicas))
+            if held < self.slots or (least >= self.slots and held - least <= self.imbalance):
                 return [first, [r for r in candidate_replicas if r.replica_id.unique_id not in names]]
         return [candidate_replicas]
 
@@ -459,7 +466,8 @@ def application(cfg: ClusterConfig):
         max_constructor_retry_count=1,  # a model that does not load fails the deployment now, not 3 x N times
         health_check_period_s=2.0, graceful_shutdown_timeout_s=5.0,
         request_router_config=RequestRouterConfig(
-            request_router_class=PrefixRouter, request_router_kwargs={"imbalance": cfg.imbalance or s.parallel}),
+            request_router_class=PrefixRouter,
+            request_router_kwargs={"slots": s.parallel, "imbalance": cfg.imbalance}),
     ).bind(cfg.load, s)
     ingress = serve.deployment(Ingress, name="Ingress").options(
         num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=max(1000, 2 * cfg.replicas *
