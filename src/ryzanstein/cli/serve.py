@@ -37,6 +37,12 @@ def add_parser(sub) -> None:
     g.add_argument("--allowed-origins", default="", help="CORS: comma list of browser origins that may call the "
                    "API (https://app.example.com), or * for any (default: none, CORS off)")
     g.add_argument("--no-webui", action="store_true", help="do not serve the chat page at / (the API only)")
+    c = p.add_argument_group("cluster (Ray Serve, the cluster extra: docs/scale-out.md)")
+    c.add_argument("--replicas", type=int, default=None, help="serve N engine replicas behind one endpoint on a "
+                   "local Ray instance (or $RAY_ADDRESS's cluster); --threads and --parallel are per replica "
+                   "(default threads: cores / N; parallel: 4)")
+    c.add_argument("--metrics-export-port", type=int, default=None, help="with --replicas: Ray's Prometheus port, "
+                   "where each replica's metrics are (default: Ray picks one)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -54,6 +60,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
                        allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()),
                        webui=not a.no_webui)
+    if a.replicas is not None:
+        from ..server.cluster import serve_local  # imports Ray (the optional cluster extra, ~2 s): only here
+
+        return serve_local(load_config_from_args(a), cfg, a.replicas, a.parallel, a.metrics_export_port)
     sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is known at once
     engine = Engine(load_config_from_args(a))
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it

@@ -13,6 +13,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,11 +55,13 @@ class Served:
     created: int = 0  # when this server loaded the model (unix seconds): /v1/models' `created`
 
 
-def create_app(engine: Engine, config: ServerConfig) -> FastAPI:
-    """The FastAPI app over a loaded Engine; the worker thread starts and stops with the app's lifespan."""
+def create_app(engine: Engine, config: ServerConfig, make_worker: Callable[[Metrics], EngineWorker] | None = None
+               ) -> FastAPI:
+    """The FastAPI app over a loaded Engine; the worker thread starts and stops with the app's lifespan.
+    `make_worker(metrics)` puts another worker in front of the engine (cluster.py: replicas elsewhere)."""
     metrics = Metrics()
-    worker = EngineWorker(engine, metrics, config.max_queue, config.parallel)
     metrics.slots.set(config.parallel)
+    worker = (make_worker or (lambda m: EngineWorker(engine, m, config.max_queue, config.parallel)))(metrics)
     served = Served(engine, config, worker, metrics, engine.target.info.name,
                     engine.proposer.name if engine.proposer is not None else "none", int(time.time()))
     app = FastAPI(title="ryzanstein", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -115,8 +118,8 @@ async def validation_error(request: Request, e: RequestValidationError):
 # routes ---------------------------------------------------------------------------------------------------
 async def health(request: Request):
     s = served_by(request)
-    return {"status": "ok", "model": s.model_id, "draft": s.loaded_draft, "waiting": s.worker.waiting,
-            "running": s.worker.running, "slots": s.worker.parallel}
+    h = {"status": "ok", "model": s.model_id, "draft": s.loaded_draft, **s.worker.health()}
+    return JSONResponse(h, 503) if h["status"] == "unavailable" else h  # cluster.py: no replica running
 
 
 async def metrics_text(request: Request):
@@ -207,7 +210,7 @@ async def handle(request: Request, chat: bool):
         raise APIError(400, f"chat template: {e}", param=param) from None
     if body.get("max_tokens") is None and body.get("max_completion_tokens") is None and chat:
         cfg = cfg.replace(max_new_tokens=max(s.engine.target.n_ctx - len(ids), 1))  # until EOS or context end
-    job = Job(ids, cfg, deadline, request.scope["ryzanstein"].get("request_id", ""))
+    job = Job(ids, cfg, deadline, request.scope["ryzanstein"].get("request_id", ""), bool(body.get("stream")))
     try:
         s.worker.submit(job)
     except QueueFull as e:

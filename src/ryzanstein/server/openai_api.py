@@ -203,6 +203,8 @@ def parse_messages(body: dict) -> list[dict]:
 
 def event_error(kind: str, value, request_timeout: float) -> APIError:
     """The answer to a job that ended without a result: ("aborted", reason) or ("error", exception)."""
+    if isinstance(value, APIError):  # already an answer (cluster.py: a replica lost)
+        return value
     if kind == "aborted" and value == "shutdown":
         return APIError(503, "the server is shutting down; retry elsewhere or later", "server_error",
                         code="shutting_down")
@@ -216,7 +218,8 @@ def event_error(kind: str, value, request_timeout: float) -> APIError:
 
 def summary(result) -> dict:
     """The response's non-standard "ryzanstein" field: the generation's speculative figures and its seed."""
-    return {**spec_summary(result.stats), "seed": result.seed}
+    replica = getattr(result, "replica", None)  # set by cluster.py: which engine replica answered
+    return {**spec_summary(result.stats), "seed": result.seed, **({"replica": replica} if replica else {})}
 
 def result_body(head: dict, chat: bool, result, token_bytes=None) -> dict:
     """A whole (non-streamed) completion or chat completion (`token_bytes(id)` spells logprobs' tokens)."""
@@ -244,6 +247,7 @@ def spec_summary(stats: GenerationStats) -> dict:
         "k_chosen": k_summary(stats.k_chosen),  # what the policy asked the proposer for
         "speculation_stopped": stats.speculation_stopped(),
         "ttft_s": stats.ttft_s, "tokens_per_s": stats.tokens_per_s, "fallback": stats.fallback,
+        "cached_prompt_tokens": stats.cached_prompt_tokens,  # prompt positions the KV cache already held
     }
 
 

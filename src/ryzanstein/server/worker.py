@@ -40,8 +40,10 @@ class QueueFull(Exception):
 class Job:
     """One request's generation: its inputs, a cancel flag, and the events coming back."""
 
-    def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float, request_id: str = "") -> None:
+    def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float, request_id: str = "",
+                 stream: bool = False) -> None:
         self.prompt_ids, self.cfg, self.deadline, self.request_id = prompt_ids, cfg, deadline, request_id
+        self.stream = stream  # the client reads pieces as they come (cluster.py retries only what it has not seen)
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.submitted = self.polled = time.monotonic()  # polled: when the request last looked for its client
@@ -85,6 +87,10 @@ class EngineWorker:
     @property
     def running(self) -> int:
         return len(self.jobs)
+
+    def health(self) -> dict:
+        """GET /health's figures (and "status" where it is not ok)."""
+        return {"waiting": self.waiting, "running": self.running, "slots": self.parallel}
 
     def kv_use(self) -> float:
         """Share of the KV cache positions (all slots) holding a running request's tokens."""
