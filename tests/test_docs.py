@@ -28,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "ryzanstein"
 README_MAX_LINES = 220
-OTHER_TOOLS_FLAGS = {"--no-deps", "--no-cache-dir"}  # flags of tools that are not ours (pip), allowed in the docs
+# flags of tools that are not ours (pip; `ray start`), allowed in the docs
+OTHER_TOOLS_FLAGS = {"--no-deps", "--no-cache-dir", "--head", "--address"}
 PIPE_TOKENS = {"|", "||", "&&", ";"}
 
 

@@ -199,8 +199,9 @@ def portable(event: tuple, replica: str) -> tuple:
     kind, value = event
     if kind == "done":
         value.replica = replica  # the response's "ryzanstein" field shows it (openai_api.summary)
-    elif kind == "error" and not isinstance(value, APIError):
-        value = RyzansteinError(str(value)) if isinstance(value, RyzansteinError) else RuntimeError(type(value).__name__)
+    elif kind == "error" and not isinstance(value, APIError):  # (a subclass may not unpickle: MissingExtra)
+        ours = isinstance(value, RyzansteinError)
+        value = RyzansteinError(str(value)) if ours else RuntimeError(type(value).__name__)
     return kind, value
 
 
@@ -493,14 +494,15 @@ def serve_local(load: LoadConfig, server: ServerConfig, replicas: int, parallel:
     cfg = ClusterConfig(dataclasses.replace(load, threads=threads),
                         dataclasses.replace(server, parallel=parallel or DEFAULT_PARALLEL), replicas)
     store.resolve(load.model, auto_pull=True)  # pulled once here, not by N replicas at once (or one line)
-    check_port(server.host, server.port)
-    if replicas * threads > cores and not os.environ.get("RAY_ADDRESS"):
-        print(f"warning: {replicas} replicas x {threads} threads on {cores} cores: they will slow each other down",
-              file=sys.stderr)
+    shared = bool(os.environ.get("RAY_ADDRESS"))  # an existing cluster: `ray start --head` / `--address=...`
     # the replicas' logs stay in Ray's session folder (/tmp/ray/session_latest/logs/serve/), not on the terminal
-    if os.environ.get("RAY_ADDRESS"):  # an existing cluster: `ray start --head` / `ray start --address=...`
+    if shared:  # its proxy listens where the cluster put it; its CPUs decide where replicas go
         ray.init(logging_level=logging.WARNING, log_to_driver=False)
     else:
+        check_port(server.host, server.port)
+        if replicas * threads > cores:
+            print(f"warning: {replicas} replicas x {threads} threads on {cores} cores: they will slow each other "
+                  "down", file=sys.stderr)
         ray.init(num_cpus=max(cores, replicas * threads), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, _metrics_export_port=metrics_export_port)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # our one line says where it serves
@@ -514,7 +516,10 @@ def serve_local(load: LoadConfig, server: ServerConfig, replicas: int, parallel:
               f"at http://{server.host}:{server.port}/v1", flush=True)
         wait_for_signal()
     finally:
-        serve.shutdown()
+        if shared:
+            serve.delete(APP)  # only ours: other applications may be served on that cluster
+        else:
+            serve.shutdown()
         ray.shutdown()
     return 0
 
