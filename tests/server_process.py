@@ -47,6 +47,20 @@ class ServerProcess:
         self.url, self.output, self.pid = url, "", pid
 
 
+def wait_until(ready, proc: subprocess.Popen, log, what: str, timeout_s: float, poll_s: float,
+               on_poll=lambda: None) -> None:
+    """Poll ready() until it holds; a child that exits or stays unready past timeout_s is one error with its log."""
+    t0 = time.monotonic()
+    while not ready():
+        on_poll()
+        if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
+            why = (f"exited with {proc.returncode}" if proc.returncode is not None
+                   else f"not healthy after {timeout_s:g} s")
+            log.seek(0)
+            raise RyzansteinError(f"{what} {why}:\n{log.read()}")
+        time.sleep(poll_s)
+
+
 @contextlib.contextmanager
 def serve_subprocess(args: list[str], timeout_s: float = 120.0) -> Iterator[ServerProcess]:
     """Start `ryzanstein serve ARGS` on 127.0.0.1, wait until /health answers, yield; always stop it.
@@ -61,14 +75,7 @@ def serve_subprocess(args: list[str], timeout_s: float = 120.0) -> Iterator[Serv
                                  "--port", str(port), *args], stdout=log, stderr=subprocess.STDOUT, env=env)
         server = ServerProcess(f"http://127.0.0.1:{port}", proc.pid)
         try:
-            t0 = time.monotonic()
-            while not healthy(server.url):
-                if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
-                    why = (f"exited with {proc.returncode}" if proc.returncode is not None
-                           else f"not healthy after {timeout_s:g} s")
-                    log.seek(0)
-                    raise RyzansteinError(f"the server {why}:\n{log.read()}")
-                time.sleep(0.2)
+            wait_until(lambda: healthy(server.url), proc, log, "the server", timeout_s, 0.2)
             yield server
         finally:
             proc.terminate()
@@ -131,15 +138,7 @@ def cluster_subprocess(args: list[str], timeout_s: float = 240.0) -> Iterator[Cl
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         cluster = ClusterProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{mport}/metrics", proc.pid)
         try:
-            t0 = time.monotonic()
-            while not ray_healthy(cluster):
-                note_children()
-                if proc.poll() is not None or time.monotonic() - t0 > timeout_s:
-                    why = (f"exited with {proc.returncode}" if proc.returncode is not None
-                           else f"not healthy after {timeout_s:g} s")
-                    log.seek(0)
-                    raise RyzansteinError(f"the cluster {why}:\n{log.read()}")
-                time.sleep(1.0)
+            wait_until(lambda: ray_healthy(cluster), proc, log, "the cluster", timeout_s, 1.0, note_children)
             yield cluster
         finally:
             note_children()
