@@ -6,7 +6,8 @@
   and the recovery time (kill -> /health shows both replicas RUNNING again).
 - affinity: --conversations M two-turn chats, C at a time, streamed: the share of second turns served by their
   first turn's replica, time to first token (client side, and the engine's own) of first and second turns,
-  and the prompt tokens the replica's KV cache already held.
+  and the prompt tokens the replica's KV cache already held. affinity_off: the same against a cluster started
+  with --no-prefix-affinity (every request to the least loaded replica), side by side.
 - throughput: the same --throughput-requests chat requests at concurrency C, against 2 replicas x 1 thread and
   against one `ryzanstein serve` of 2 threads (and, with --ray-1x2, 1 replica x 2 threads on Ray): completion
   tokens/s side by side, --parallel slots per replica x replicas kept equal.
@@ -204,7 +205,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput-requests", type=int, default=48)
     p.add_argument("--recovery-timeout", type=float, default=180.0, help="seconds to wait for the replica to return")
     p.add_argument("--ray-1x2", action="store_true", help="also measure 1 replica x 2 threads on Ray")
-    p.add_argument("--skip", default="", help="comma list of parts to leave out: kill, affinity, throughput")
+    p.add_argument("--skip", default="", help="comma list of parts to leave out: kill, affinity, affinity_off "
+                   "(the same conversations with --no-prefix-affinity: the control), throughput")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p
 
@@ -224,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             report.setdefault("throughput", {})["ray_2_replicas_x_1_thread"] = asyncio.run(throughput_run(c.url, a))
         if "kill" not in skip:  # last: the cluster is not the same after it
             report["kill"] = asyncio.run(kill_run(c, a))
+    if "affinity_off" not in skip:  # the control: the same conversations routed by load alone
+        with cluster_subprocess([*cluster2, "--no-prefix-affinity"]) as c:
+            report["affinity_off"] = asyncio.run(affinity_run(c, a))
     if "throughput" not in skip:
         with serve_subprocess([*common, "--threads", "2", "--parallel", str(2 * a.parallel)]) as s:
             report["throughput"]["serve_1_engine_x_2_threads"] = asyncio.run(throughput_run(s.url, a))

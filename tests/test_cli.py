@@ -129,6 +129,11 @@ def test_an_empty_api_key_is_a_startup_error(how):
     one_line_error(run("serve", *args, env=env, timeout=60), "API key is empty", "--api-key")
 
 
+@pytest.mark.parametrize("flag", [["--no-prefix-affinity"], ["--metrics-export-port", "9100"]])
+def test_a_cluster_flag_without_replicas_is_refused(flag):
+    one_line_error(run("serve", *flag, timeout=60), f"{flag[0]} applies to replicas only", "--replicas N")
+
+
 def test_serve_on_a_port_in_use_says_so_before_claiming_to_serve():
     import socket
 

@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
                    "(default threads: cores / N; parallel: 4)")
     c.add_argument("--metrics-export-port", type=int, default=None, help="with --replicas: Ray's Prometheus port, "
                    "where each replica's metrics are (default: Ray picks one)")
+    c.add_argument("--no-prefix-affinity", action="store_true", help="with --replicas: send every request to the "
+                   "least loaded replica, not to the one whose cache holds its prompt's prefix")
     p.set_defaults(func=cmd_serve)
 
 
@@ -60,10 +62,14 @@ def cmd_serve(a: argparse.Namespace) -> int:
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
                        allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()),
                        webui=not a.no_webui)
+    if a.replicas is None and (a.metrics_export_port is not None or a.no_prefix_affinity):
+        flag = "--metrics-export-port" if a.metrics_export_port is not None else "--no-prefix-affinity"
+        raise ConfigError(f"{flag} applies to replicas only: add --replicas N, or leave it out")
     if a.replicas is not None:
         from ..server.cluster import serve_local  # imports Ray (the optional cluster extra, ~2 s): only here
 
-        return serve_local(load_config_from_args(a), cfg, a.replicas, a.parallel, a.metrics_export_port)
+        return serve_local(load_config_from_args(a), cfg, a.replicas, a.parallel, a.metrics_export_port,
+                           not a.no_prefix_affinity)
     sock = bind(cfg.host, cfg.port)  # before the model loads: a port in use is known at once
     engine = Engine(load_config_from_args(a))
     # warm up (and measure the cost profile policy auto needs) before the first request waits for it

@@ -76,28 +76,33 @@ class ClusterConfig:
     replicas: int = 2
     imbalance: int | None = None  # when all replicas are full: how many more requests the prefix's replica may
     # hold than the least loaded one and still get the request (None: the batch slots per replica)
+    prefix_affinity: bool = True  # False: every request to the least loaded replica (single-turn traffic)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.replicas, int) and 1 <= self.replicas <= 1024):
             raise ConfigError(f"invalid replicas={self.replicas!r}: must be an integer in [1, 1024]")
         if self.imbalance is not None and not (isinstance(self.imbalance, int) and self.imbalance >= 0):
             raise ConfigError(f"invalid imbalance={self.imbalance!r}: must be an integer >= 0 (requests)")
+        if not isinstance(self.prefix_affinity, bool):
+            raise ConfigError(f"invalid prefix_affinity={self.prefix_affinity!r}: must be true or false")
 
     @classmethod
     def from_args(cls, args: dict) -> ClusterConfig:
-        """The config file's `args`: LoadConfig and ServerConfig fields by name, `replicas` and `imbalance`."""
+        """The config file's `args`: LoadConfig and ServerConfig fields by name, `replicas`, `imbalance` and
+        `prefix_affinity`."""
         load_names = {f.name for f in dataclasses.fields(LoadConfig)}
         server_names = {f.name for f in dataclasses.fields(ServerConfig)} - {"host", "port"}
-        unknown = sorted(set(args) - load_names - server_names - {"replicas", "imbalance"})
+        unknown = sorted(set(args) - load_names - server_names - {"replicas", "imbalance", "prefix_affinity"})
         if unknown:
             raise ConfigError(f"unknown args {unknown}: give fields of LoadConfig ({', '.join(sorted(load_names))}), "
-                              f"of ServerConfig ({', '.join(sorted(server_names))}), replicas or imbalance")
+                              f"of ServerConfig ({', '.join(sorted(server_names))}), replicas, imbalance or "
+                              "prefix_affinity")
         server = {k: v for k, v in args.items() if k in server_names}
         server.setdefault("parallel", DEFAULT_PARALLEL)
         if "allowed_origins" in server:
             server["allowed_origins"] = tuple(server["allowed_origins"])
         return cls(LoadConfig(**{k: v for k, v in args.items() if k in load_names}), ServerConfig(**server),
-                   args.get("replicas", 2), args.get("imbalance"))
+                   args.get("replicas", 2), args.get("imbalance"), args.get("prefix_affinity", True))
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,8 @@ class PrefixRouter(RequestRouter):
     another has a slot free, and a conversation's next turn finds its replica's slot, freed by its last turn."""
 
     def initialize_state(self, slots: int = DEFAULT_PARALLEL, imbalance: int | None = None, block: int = 16,
-                         max_entries: int = 200_000) -> None:
-        self.table, self.slots = PrefixTable(block, max_entries), slots
+                         max_entries: int = 200_000, affinity: bool = True) -> None:
+        self.table, self.slots, self.affinity = PrefixTable(block, max_entries), slots, affinity
         self.imbalance = slots if imbalance is None else imbalance
 
     def load(self, r: RunningReplica) -> int:
@@ -132,7 +137,7 @@ class PrefixRouter(RequestRouter):
 
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
-        ids = prompt_ids_of(pending_request)
+        ids = prompt_ids_of(pending_request) if self.affinity else None
         by_name = {r.replica_id.unique_id: r for r in candidate_replicas}
         _, names = self.table.holders(ids, by_name) if ids else (0, [])
         if names:
@@ -468,7 +473,8 @@ def application(cfg: ClusterConfig):
         health_check_period_s=2.0, graceful_shutdown_timeout_s=5.0,
         request_router_config=RequestRouterConfig(
             request_router_class=PrefixRouter,
-            request_router_kwargs={"slots": s.parallel, "imbalance": cfg.imbalance}),
+            request_router_kwargs={"slots": s.parallel, "imbalance": cfg.imbalance,
+                                   "affinity": cfg.prefix_affinity}),
     ).bind(cfg.load, s)
     ingress = serve.deployment(Ingress, name="Ingress").options(
         num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=max(1000, 2 * cfg.replicas *
@@ -486,13 +492,14 @@ def build_app(args: dict):
 
 
 def serve_local(load: LoadConfig, server: ServerConfig, replicas: int, parallel: int | None,
-                metrics_export_port: int | None = None) -> int:
+                metrics_export_port: int | None = None, prefix_affinity: bool = True) -> int:
     """`ryzanstein serve --replicas N`: start Ray on this machine (or join $RAY_ADDRESS), deploy, serve until
     SIGINT or SIGTERM, then take it all down."""
     cores = usable_cores()
     threads = load.threads or max(1, cores // replicas)
     cfg = ClusterConfig(dataclasses.replace(load, threads=threads),
-                        dataclasses.replace(server, parallel=parallel or DEFAULT_PARALLEL), replicas)
+                        dataclasses.replace(server, parallel=parallel or DEFAULT_PARALLEL), replicas,
+                        prefix_affinity=prefix_affinity)
     store.resolve(load.model, auto_pull=True)  # pulled once here, not by N replicas at once (or one line)
     shared = bool(os.environ.get("RAY_ADDRESS"))  # an existing cluster: `ray start --head` / `--address=...`
     # the replicas' logs stay in Ray's session folder (/tmp/ray/session_latest/logs/serve/), not on the terminal
