@@ -335,13 +335,15 @@ class AutoPolicy(DraftLengthPolicy):
         """The last round's wall time, start to next start (so the caller's time per round counts too)."""
         self.overhead_s = _ema(self.overhead_s, max(wall_s - self._last_fwd_s, 0.0), floor=1e-3)
 
-    def predicted_speedup(self) -> float:
-        """Predicted tokens/s of the rounds taken, over plain decoding's predicted tokens/s."""
-        if not self.pred_time:
-            return 1.0
-        return (self.pred_tokens / self.pred_time) / (self.pred_rounds / self.pred_plain_time)
-
     def prediction(self) -> tuple[float, float]:
         """(predicted speedup over plain, predicted decode tokens/s) of the rounds taken."""
-        return self.predicted_speedup(), self.pred_tokens / self.pred_time if self.pred_time else 0.0
+        return prediction_of(self.pred_tokens, self.pred_time, self.pred_rounds, self.pred_plain_time)
+
+
+def prediction_of(tokens: float, time: float, rounds: float, plain_time: float) -> tuple[float, float]:
+    """(speedup over plain, tokens/s) of rounds predicted to emit `tokens` in `time`, where plain decoding would
+    have taken `plain_time` for `rounds` tokens; (1, 0) before any round."""
+    if not time:
+        return 1.0, 0.0
+    return (tokens / time) / (rounds / plain_time), tokens / time
 

@@ -17,7 +17,7 @@ aims at the better of the two in every category (measured: docs/distill.md; not 
 """
 from __future__ import annotations
 
-from .auto_policy import AutoPolicy
+from .auto_policy import AutoPolicy, prediction_of
 from .policies import DraftLengthPolicy
 from .round import Round
 
@@ -73,12 +73,9 @@ class HybridPolicy(DraftLengthPolicy):
         self._share(self._owner)
 
     def prediction(self) -> tuple[float, float]:
-        a, b = self.lookup, self.main
-        tokens, time = a.pred_tokens + b.pred_tokens, a.pred_time + b.pred_time
-        rounds, plain = a.pred_rounds + b.pred_rounds, a.pred_plain_time + b.pred_plain_time
-        if not time:
-            return 1.0, 0.0
-        return (tokens / time) / (rounds / plain), tokens / time
+        a, b = self.lookup, self.main  # the rounds each drafter took, as one generation's
+        return prediction_of(a.pred_tokens + b.pred_tokens, a.pred_time + b.pred_time,
+                             a.pred_rounds + b.pred_rounds, a.pred_plain_time + b.pred_plain_time)
 
     def learned(self) -> dict:
         return self.main.learned()  # the model draft's costs; the shared ones are the same in both
