@@ -126,7 +126,7 @@ async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace, body: tu
     path, body = body or request_body(i, a)
     t0 = time.perf_counter()
     out = {"i": i, "stream": body["stream"], "status": None, "latency_s": None, "ttft_s": None,
-           "completion_tokens": 0, "text": "", "error": None}
+           "completion_tokens": 0, "text": "", "error": None, "queued_s": None}
     try:
         if not body["stream"]:
             r = await client.post(path, json=body)
@@ -134,6 +134,7 @@ async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace, body: tu
             if r.status_code == 200:
                 d = r.json()
                 out["completion_tokens"] = d["usage"]["completion_tokens"]
+                out["queued_s"] = (d.get("ryzanstein") or {}).get("queued_s")  # ours only
                 if not d.get("choices"):
                     out["error"] = "no choices"
                 else:
@@ -165,6 +166,8 @@ async def one(client: httpx.AsyncClient, i: int, a: argparse.Namespace, body: tu
                         out["text"] += piece
                         if d.get("usage"):
                             out["completion_tokens"] = d["usage"]["completion_tokens"]
+                        if (d.get("ryzanstein") or {}).get("queued_s") is not None:  # the last chunk's, ours only
+                            out["queued_s"] = d["ryzanstein"]["queued_s"]
                     if not done and out["error"] is None:
                         out["error"] = "stream ended without [DONE]"
     except httpx.HTTPError as e:
@@ -337,9 +340,13 @@ def level_report(results: list[dict], wall_s: float, reference: dict[int, tuple[
     per_token = [(r["latency_s"] - r["ttft_s"]) / (r["completion_tokens"] - 1)
                  for r in ok if r["ttft_s"] is not None and r["completion_tokens"] > 1]
     same = [reference.get(r["i"] % len(SWEEP_PROMPTS)) == (r["text"], r["completion_tokens"]) for r in ok]
+    # what of a TTFT the queue explains: the server's queued_s (arrival -> the prompt's first rows in a forward)
+    after_queue = [r["ttft_s"] - r["queued_s"] for r in ok if r["ttft_s"] is not None and r["queued_s"] is not None]
     return {"requests": len(results), "ok": len(ok), "errors": len(results) - len(ok), "wall_s": wall_s,
             "completion_tokens": tokens, "completion_tokens_per_s": tokens / wall_s,
             "ttft_s": summary([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
+            "queued_s": summary([r["queued_s"] for r in ok if r["queued_s"] is not None]),
+            "ttft_after_queue_s": summary(after_queue),
             "per_token_latency_s": summary(per_token),
             "identical_to_alone": sum(same) / len(same) if same else None}
 

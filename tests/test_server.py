@@ -282,14 +282,18 @@ def test_eight_concurrent_clients(server, client):
     prompts = [f"Write one sentence about the number {i}." for i in range(8)]
 
     def ask(p):
-        return client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=12,
-                                              temperature=0).choices[0].message.content
+        t0 = time.monotonic()
+        r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=12,
+                                           temperature=0)
+        return r.choices[0].message.content, r.model_extra["ryzanstein"]["queued_s"], time.monotonic() - t0
 
-    expected = [ask(p) for p in prompts]
+    expected = [ask(p)[0] for p in prompts]
     t0 = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(ask, prompts, timeout=120))
-    assert got == expected and time.monotonic() - t0 < 120  # in one batch: what each gets alone
+    assert [g[0] for g in got] == expected and time.monotonic() - t0 < 120  # in one batch: what each gets alone
+    # the wait before each prompt's first rows ran (other prompts prefilled ahead of it): within its latency
+    assert all(0 <= queued < latency for _, queued, latency in got)
     m = metrics(server)
     assert value(m, "ryzanstein_queue_depth") == 0 and value(m, "ryzanstein_slots") == 8  # the default, native
     assert value(m, "ryzanstein_requests_running") == 0 and value(m, "ryzanstein_kv_cache_usage_ratio") == 0

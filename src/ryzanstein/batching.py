@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -151,6 +151,7 @@ class Slot:
     clock: StepClock = field(default_factory=StepClock)
     job: Job | None = None  # the request it runs for submit() (None while a caller drives it: `busy`)
     busy: bool = False
+    first_step_at: float | None = None  # time.monotonic() of the step with its request's first rows
 
 
 class Batcher:
@@ -232,7 +233,7 @@ class Batcher:
                 return None
             slot = max((s for s in self.slots if not s.busy),
                        key=lambda s: (s.target.cached_prefix(prompt_ids), -s.index))
-            slot.busy = True
+            slot.busy, slot.first_step_at = True, None
             return slot
 
     def release(self, slot: Slot) -> None:
@@ -283,7 +284,7 @@ class Batcher:
                 return
             job = self.waiting.popleft()
             slot = max(free, key=lambda s: (s.target.cached_prefix(job.prompt_ids), -s.index))
-            slot.job, slot.busy = job, True
+            slot.job, slot.busy, slot.first_step_at = job, True, None
             self.running += 1
             self.cv.notify_all()
 
@@ -363,6 +364,10 @@ class Batcher:
                     self.cv.notify_all()
                     return
                 step = self._take()
+                started = monotonic()
+                for r, _ in step:
+                    if r.slot.first_step_at is None:
+                        r.slot.first_step_at = started
             parts, out_rows = [], []
             for r, n in step:
                 end = r.done + n == len(r.tokens)

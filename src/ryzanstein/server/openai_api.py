@@ -246,7 +246,8 @@ def spec_summary(stats: GenerationStats) -> dict:
         "k_per_round": k_summary(stats.k_per_round),  # drafts verified
         "k_chosen": k_summary(stats.k_chosen),  # what the policy asked the proposer for
         "speculation_stopped": stats.speculation_stopped(),
-        "ttft_s": stats.ttft_s, "tokens_per_s": stats.tokens_per_s, "fallback": stats.fallback,
+        "ttft_s": stats.ttft_s, "queued_s": stats.queued_s, "tokens_per_s": stats.tokens_per_s,
+        "fallback": stats.fallback,
         "cached_prompt_tokens": stats.cached_prompt_tokens,  # prompt positions the KV cache already held
     }
 

@@ -171,16 +171,16 @@ class EngineWorker:
     def _drive(self, job: Job, slot) -> None:
         try:
             with self.batcher.driving(slot) as engine:
-                self._job(job, engine, slot.index)
+                self._job(job, engine, slot.index, slot)
         finally:
             self.batcher.release(slot)
 
-    def _job(self, job: Job, engine: Engine, index: int) -> None:
+    def _job(self, job: Job, engine: Engine, index: int, slot=None) -> None:
         self.jobs[index] = job
         self.metrics.running.set(self.running)
         t0 = time.monotonic()
         try:
-            self._serve(job, engine)
+            self._serve(job, engine, slot)
         except Cancelled:  # the batcher closed under it (shutdown)
             job.cancel("shutdown")
             self._abort(job)
@@ -196,7 +196,8 @@ class EngineWorker:
             self.metrics.running.set(self.running)
             self._mean_service_s = 0.8 * self._mean_service_s + 0.2 * (time.monotonic() - t0)
 
-    def _serve(self, job: Job, engine: Engine) -> None:
+    def _serve(self, job: Job, engine: Engine, slot=None) -> None:
+        """Run the job's generation on this engine (a batch slot's, if `slot`), emitting its pieces."""
         wait_s = time.monotonic() - job.submitted
         if job.cancelled:
             self._abort(job)
@@ -211,6 +212,8 @@ class EngineWorker:
             logprobs = None if gen.logprobs is None else gen.logprobs[sent:]
             sent += len(logprobs or ())
             job.emit("piece", (piece, logprobs))
+        first = slot.first_step_at if slot is not None else None  # in a batch: when its prefill began
+        gen.result.stats.queued_s = (first - job.submitted) if first is not None else wait_s
         self.metrics.observe_generation(gen.result.stats, wait_s)
         job.emit("done", gen.result)
 

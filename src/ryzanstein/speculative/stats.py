@@ -32,6 +32,8 @@ class GenerationStats:
     prefill_s: float = 0.0
     decode_s: float = 0.0  # everything after the first token
     ttft_s: float = 0.0  # prompt in -> first token out (prefill + first pick)
+    queued_s: float = 0.0  # (server) request in -> its prompt's first rows in a forward: the wait for a slot
+    # and for the prompts ahead of it in the batch's prefill
     rounds: int = 0  # target forwards after prefill (plain steps included)
     spec_rounds: int = 0  # rounds with K >= 1
     num_draft_tokens: int = 0
