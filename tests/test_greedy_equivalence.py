@@ -37,7 +37,7 @@ PROPOSERS = {
 }
 
 
-@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("k", [1, 3, 8])  # one draft, an odd middle K, the most: the native tests run every K
 @pytest.mark.parametrize("proposer", list(PROPOSERS))
 def test_speculative_greedy_equals_plain(torch_smol, plain_outputs, proposer, k):
     eng = Engine.from_models(torch_smol, PROPOSERS[proposer](torch_smol))
