@@ -29,7 +29,8 @@ DISTILL_IMPORTS = ("ryzanstein.models", "ryzanstein.config", "ryzanstein.errors"
 LAZY = {"torch", "transformers", "matplotlib", "llama_cpp", "uvicorn", "gguf", "jinja2", "unicodedata2",
         "readline",  # changes how input() reads a terminal, process-wide: only `ryzanstein chat` loads it
         "ryzanstein.models.torch_model", "ryzanstein.models.gguf_convert", "ryzanstein.server.app",
-        "ray", "ryzanstein.server.cluster",  # Ray Serve: the cluster extra
+        "ray", "ryzanstein.server.cluster", "ryzanstein.server.replica_pool",  # Ray Serve: the cluster extra
+        "ryzanstein.server.cluster_local",
         "ryzanstein.models._native",
         "ryzanstein.distill.fit"}  # distill.fit trains with torch
 # Compiled extensions (setup.py): modules without a .py file, imported like one.

@@ -66,7 +66,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         flag = "--metrics-export-port" if a.metrics_export_port is not None else "--no-prefix-affinity"
         raise ConfigError(f"{flag} applies to replicas only: add --replicas N, or leave it out")
     if a.replicas is not None:
-        from ..server.cluster import serve_local  # imports Ray (the optional cluster extra, ~2 s): only here
+        from ..server.cluster_local import serve_local  # imports Ray (the optional cluster extra, ~2 s): only here
 
         return serve_local(load_config_from_args(a), cfg, a.replicas, a.parallel, a.metrics_export_port,
                            not a.no_prefix_affinity)

@@ -13,6 +13,7 @@ engine in a bounded FIFO queue (worker.py). Every error is an OpenAI-style JSON 
 config.py holds ServerConfig; openai_api.py maps requests to GenerationConfigs and results to response bodies
 (pure functions, no web framework); guard.py is the outermost ASGI layer (API key, body size, request
 counter); app.py wires the routes. fastapi, uvicorn and prometheus-client are the optional `server` extra:
-only app.py, guard.py, metrics.py and cluster.py import them. cluster.py (with affinity.py) puts many engine
-replicas behind the same app on Ray Serve: the only module that imports Ray (the `cluster` extra).
+only app.py, guard.py, metrics.py and the cluster modules import them. cluster.py (with affinity.py,
+replica_pool.py and cluster_local.py) puts many engine replicas behind the same app on Ray Serve: those are the
+only modules that import Ray (the `cluster` extra).
 """

@@ -4,9 +4,9 @@
     HTTP -> Ray Serve's proxy -> Ingress (app.py's app) --deployment handle--> EngineReplica x N (an engine each)
 
 - Ingress: the FastAPI app of `ryzanstein serve` (the same routes, errors, streaming, API key and /metrics) over
-  a Front (the model's tokenizer and card, copied from a replica: no weights) and a ReplicaPool in the place of
-  worker.py's EngineWorker. A request is parsed, tokenized and answered as `ryzanstein serve` answers it; only
-  its generation runs on a replica.
+  a Front (the model's tokenizer and card, copied from a replica: no weights) and a ReplicaPool
+  (replica_pool.py) in the place of worker.py's EngineWorker. A request is parsed, tokenized and answered as
+  `ryzanstein serve` answers it; only its generation runs on a replica.
 - EngineReplica: one Engine behind worker.py's queue (continuous batching over `parallel` slots); a
   generation's events stream back to the ingress.
 - Routing, PrefixRouter: to the replica that was sent the request's longest prefix (affinity.py) while it has
@@ -19,27 +19,20 @@
 - Metrics: the ingress's /metrics is `ryzanstein serve`'s summed over the replicas, plus replicas by state and
   the retries. Each replica's own gauges and counters are Ray Serve application metrics (ray.serve.metrics):
   Ray's Prometheus endpoint, tagged with the replica.
+
+`ryzanstein serve --replicas N` itself (a local Ray, the deployment, the signals) is cluster_local.py.
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-import os
-import signal
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge
-
 from ..config import GenerationConfig, LoadConfig
 from ..engine import Engine
 from ..errors import ConfigError, MissingExtra, RyzansteinError
-from ..machine import usable_cores
-from ..models import store
 from .affinity import PrefixTable
 from .app import create_app
 from .config import ServerConfig
@@ -47,12 +40,10 @@ from .metrics import Metrics
 from .openai_api import APIError
 from .worker import EngineWorker, Job, QueueFull
 
-try:  # Ray: the optional `cluster` extra (a 76 MB wheel, and processes of its own); no other module imports it
-    import ray
+try:  # Ray: the optional `cluster` extra (a 76 MB wheel, and processes of its own); only the cluster modules
+    # (this one, replica_pool.py and cluster_local.py) import it
     from ray import serve
-    from ray.exceptions import RayActorError
     from ray.serve.config import RequestRouterConfig
-    from ray.serve.exceptions import RequestCancelledError
     from ray.serve.metrics import Counter as RayCounter, Gauge as RayGauge
     from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 except ModuleNotFoundError as e:
@@ -60,11 +51,12 @@ except ModuleNotFoundError as e:
         raise
     raise MissingExtra("serving on Ray (ryzanstein serve --replicas)", "cluster") from None
 
+from .replica_pool import Call, ReplicaPool  # noqa: E402 - after the extra's one-line check
+
 log = logging.getLogger("ryzanstein.server")
 APP = "ryzanstein"  # the Ray Serve application's name
 DEFAULT_PARALLEL = 4  # batch slots per replica: the replicas of one machine share its cores and memory
 LOAD_FAILED = "a replica cannot load its model:"  # what the deployment's error says, for serve_local to find
-RETRIES = 3  # tries on other replicas for a generation whose replica died
 
 
 @dataclass(frozen=True)
@@ -103,17 +95,6 @@ class ClusterConfig:
             server["allowed_origins"] = tuple(server["allowed_origins"])
         return cls(LoadConfig(**{k: v for k, v in args.items() if k in load_names}), ServerConfig(**server),
                    args.get("replicas", 2), args.get("imbalance"), args.get("prefix_affinity", True))
-
-
-@dataclass(frozen=True)
-class Call:
-    """One generation as the ingress sends it to a replica (and the router reads its prompt ids)."""
-
-    prompt_ids: list[int]
-    cfg: GenerationConfig
-    timeout_s: float  # what is left of the request's time
-    request_id: str = ""
-
 
 def prompt_ids_of(pending: PendingRequest | None) -> list[int] | None:
     args = pending.args if pending is not None else ()
@@ -286,157 +267,6 @@ class _Target:
 class _Proposer:
     name: str
 
-
-class ReplicaPool:
-    """In the ingress, in the place of worker.py's EngineWorker: each job's generation runs on a replica that the
-    router picks, and is sent again to another if its replica dies before the client has seen any of it."""
-
-    def __init__(self, handle, metrics: Metrics, slots: int, replicas: int, server: ServerConfig) -> None:
-        self.handle, self.metrics, self.replicas = handle.options(stream=True), metrics, replicas
-        self.parallel = slots * replicas
-        self.capacity = replicas * (slots + server.max_queue)  # more at once get 429
-        self.jobs: dict[Job, str] = {}  # -> "waiting" (no event yet), "running", or "shown" (a stream has begun)
-        self.states: dict[str, int] = {}  # the engine replicas by state, from Ray Serve's status
-        self._tasks: set[asyncio.Task] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        r = metrics.registry
-        r.unregister(metrics.kv_use)  # per replica: on Ray's metrics port
-        metrics.slots.set(self.parallel)
-        self.retries = Counter("ryzanstein_cluster_retries", "generations sent again to another replica after "
-                               "theirs died", registry=r)
-        self.lost = Counter("ryzanstein_cluster_streams_lost", "streams ended with an error event because their "
-                            "replica died after the client had seen part of them", registry=r)
-        self.replica_states = Gauge("ryzanstein_cluster_replicas", "engine replicas by Ray Serve state (RUNNING, "
-                                    "STARTING, ...)", ["state"], registry=r)
-
-    @property
-    def waiting(self) -> int:
-        return sum(s == "waiting" for s in self.jobs.values())
-
-    @property
-    def running(self) -> int:
-        return len(self.jobs) - self.waiting
-
-    def health(self) -> dict:
-        up = self.states.get("RUNNING", 0)
-        status = "ok" if up >= self.replicas else "degraded" if up else "unavailable"
-        return {"status": status, "replicas": {"target": self.replicas, **self.states}, "waiting": self.waiting,
-                "running": self.running, "slots": self.parallel}
-
-    def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._read_states()
-        self._spawn(self._watch())
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop every job (each request gets 503, as EngineWorker.stop gives) and the watcher (from a thread)."""
-        if self._loop is not None:
-            for job in list(self.jobs):
-                job.cancel("shutdown")
-                job.emit("aborted", "shutdown")
-            for t in list(self._tasks):
-                self._loop.call_soon_threadsafe(t.cancel)
-
-    def submit(self, job: Job) -> None:
-        if len(self.jobs) >= self.capacity:
-            self.metrics.rejected.inc()
-            raise QueueFull(self.waiting, max(1, min(60, len(self.jobs) // max(1, self.parallel))))
-        self.jobs[job] = "waiting"
-        self._gauges()
-        self._spawn(self._run(job))
-
-    def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _gauges(self) -> None:
-        self.metrics.queue_depth.set(self.waiting)
-        self.metrics.running.set(self.running)
-
-    def _read_states(self) -> None:
-        """The engine replicas by state, from the Serve controller (a blocking call)."""
-        app = serve.status().applications.get(serve.get_replica_context().app_name)
-        dep = app.deployments.get("EngineReplica") if app else None
-        self.states = {str(k): v for k, v in (dep.replica_states if dep else {}).items() if v}
-        for state in {"RUNNING", "STARTING", *self.states}:
-            self.replica_states.labels(state).set(self.states.get(state, 0))
-
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                await asyncio.to_thread(self._read_states)
-            except Exception as e:  # the controller restarting: keep the last states
-                log.warning("reading the replicas' states failed: %s", e)
-
-    async def _run(self, job: Job) -> None:
-        try:
-            for attempt in range(RETRIES + 1):
-                try:
-                    return await self._once(job)
-                except RayActorError as e:  # the replica died (or cannot be reached) with the generation
-                    if job.cancelled:
-                        return
-                    shown = self.jobs.get(job) == "shown"
-                    if shown or attempt == RETRIES or time.monotonic() >= job.deadline:
-                        self.lost.inc() if shown else None
-                        job.events.put_nowait(("error", replica_lost(shown)))
-                        return
-                    self.retries.inc()
-                    log.warning("replica lost (request_id=%s, %s); sending it to another", job.request_id,
-                                type(e).__name__)
-                    self.jobs[job] = "waiting"
-                    await asyncio.sleep(0.25 * (attempt + 1))  # the controller learns of the death meanwhile
-        except Exception as e:  # a bug of ours or Ray's: the request gets a 500, the ingress stays up
-            log.exception("generation failed (request_id=%s)", job.request_id)
-            job.events.put_nowait(("error", e))
-        finally:
-            self.jobs.pop(job, None)
-            self._gauges()
-
-    async def _once(self, job: Job) -> None:
-        """One try on a replica; raises RayActorError if the replica died."""
-        call = Call(job.prompt_ids, job.cfg, max(job.deadline - time.monotonic(), 0.001), job.request_id)
-        gen = self.handle.generate.remote(call)
-        watch = asyncio.get_running_loop().create_task(_cancel_when_cancelled(job, gen))
-        try:
-            async for batch in gen:
-                if self.jobs[job] == "waiting":
-                    self.jobs[job] = "running"
-                    self._gauges()
-                for kind, value in batch:
-                    if kind == "piece" and not job.stream:
-                        continue  # a whole answer is sent at its end
-                    if kind == "piece":
-                        self.jobs[job] = "shown"
-                    elif kind == "done":
-                        wait = max(0.0, time.monotonic() - job.submitted - value.stats.ttft_s - value.stats.decode_s)
-                        self.metrics.observe_generation(value.stats, wait)
-                    else:
-                        self.metrics.aborted.labels("error" if kind == "error" else value).inc()
-                    job.events.put_nowait((kind, value))
-        except RequestCancelledError:  # we cancelled it: the request has already been answered (504, 499)
-            self.metrics.aborted.labels(job.cancel_reason or "timeout").inc()
-        finally:
-            watch.cancel()
-
-
-async def _cancel_when_cancelled(job: Job, gen) -> None:
-    while not job.cancelled:
-        await asyncio.sleep(0.25)
-    gen.cancel()
-
-
-def replica_lost(shown: bool) -> APIError:
-    if shown:
-        return APIError(503, "the replica generating this stream died after part of it was sent; send the request "
-                        "again (a greedy or seeded request gets the same answer from any replica)", "server_error",
-                        code="replica_lost")
-    return APIError(503, f"the replicas serving this request died {RETRIES + 1} times; retry later",
-                    "server_error", code="replica_lost")
-
-
 @serve.ingress()
 class Ingress:
     """app.py's app over a Front and a ReplicaPool: what `ryzanstein serve` answers, each generation on a replica."""
@@ -489,78 +319,3 @@ def build_app(args: dict):
     if cfg.load.threads is None:
         cfg = dataclasses.replace(cfg, load=dataclasses.replace(cfg.load, threads=1))
     return application(cfg)
-
-
-def serve_local(load: LoadConfig, server: ServerConfig, replicas: int, parallel: int | None,
-                metrics_export_port: int | None = None, prefix_affinity: bool = True) -> int:
-    """`ryzanstein serve --replicas N`: start Ray on this machine (or join $RAY_ADDRESS), deploy, serve until
-    SIGINT or SIGTERM, then take it all down."""
-    cores = usable_cores()
-    threads = load.threads or max(1, cores // replicas)
-    cfg = ClusterConfig(dataclasses.replace(load, threads=threads),
-                        dataclasses.replace(server, parallel=parallel or DEFAULT_PARALLEL), replicas,
-                        prefix_affinity=prefix_affinity)
-    store.resolve(load.model, auto_pull=True)  # pulled once here, not by N replicas at once (or one line)
-    shared = bool(os.environ.get("RAY_ADDRESS"))  # an existing cluster: `ray start --head` / `--address=...`
-    # the replicas' logs stay in Ray's session folder (/tmp/ray/session_latest/logs/serve/), not on the terminal
-    if shared:  # its proxy listens where the cluster put it; its CPUs decide where replicas go
-        ray.init(logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        check_port(server.host, server.port)
-        if replicas * threads > cores:
-            print(f"warning: {replicas} replicas x {threads} threads on {cores} cores: they will slow each other "
-                  "down", file=sys.stderr)
-        ray.init(num_cpus=max(cores, replicas * threads), include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False, _metrics_export_port=metrics_export_port)
-    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # our one line says where it serves
-    try:
-        serve.start(http_options={"host": server.host, "port": server.port})
-        try:
-            serve.run(application(cfg), name=APP, route_prefix="/")
-        except RuntimeError as e:  # the deployment failed: its replicas' errors are in Serve's status
-            raise RyzansteinError(deploy_failure(f"{e}\n{status_messages()}")) from None
-        print(f"serving {load.model} on {replicas} replicas x {threads} threads ({cfg.server.parallel} slots each) "
-              f"at http://{server.host}:{server.port}/v1", flush=True)
-        wait_for_signal()
-    finally:
-        if shared:
-            serve.delete(APP)  # only ours: other applications may be served on that cluster
-        else:
-            serve.shutdown()
-        ray.shutdown()
-    return 0
-
-
-def status_messages() -> str:
-    """What Serve's status says of the application and its deployments (a replica's error is there)."""
-    try:
-        app = serve.status().applications.get(APP)
-    except Exception as e:  # the controller is gone too: say what we know
-        return f"(no status: {e})"
-    return "\n".join([app.message, *(d.message for d in app.deployments.values())]) if app else ""
-
-
-def deploy_failure(message: str) -> str:
-    """The one line to print for a failed deployment: the replica's own, where it gave one."""
-    for line in reversed(message.splitlines()):
-        if LOAD_FAILED in line:
-            return line[line.index(LOAD_FAILED):].strip()
-    return f"the Ray Serve application did not start: {message.strip().splitlines()[0]}"
-
-
-def check_port(host: str, port: int) -> None:
-    """One line now if host:port cannot be listened on, rather than a Ray proxy that never starts."""
-    try:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((host, port))
-    except OSError as e:
-        raise ConfigError(f"cannot serve on {host}:{port}: {e.strerror}: pick another --host or --port") from None
-
-
-def wait_for_signal() -> None:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        pass

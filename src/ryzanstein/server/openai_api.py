@@ -203,7 +203,7 @@ def parse_messages(body: dict) -> list[dict]:
 
 def event_error(kind: str, value, request_timeout: float) -> APIError:
     """The answer to a job that ended without a result: ("aborted", reason) or ("error", exception)."""
-    if isinstance(value, APIError):  # already an answer (cluster.py: a replica lost)
+    if isinstance(value, APIError):  # already an answer (replica_pool.py: a replica lost)
         return value
     if kind == "aborted" and value == "shutdown":
         return APIError(503, "the server is shutting down; retry elsewhere or later", "server_error",

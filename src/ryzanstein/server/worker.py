@@ -43,7 +43,7 @@ class Job:
     def __init__(self, prompt_ids: list[int], cfg: GenerationConfig, deadline: float, request_id: str = "",
                  stream: bool = False) -> None:
         self.prompt_ids, self.cfg, self.deadline, self.request_id = prompt_ids, cfg, deadline, request_id
-        self.stream = stream  # the client reads pieces as they come (cluster.py retries only what it has not seen)
+        self.stream = stream  # the client reads pieces as they come (replica_pool.py retries only what it has not seen)
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.submitted = self.polled = time.monotonic()  # polled: when the request last looked for its client
