@@ -253,15 +253,9 @@ class Run:
         top_ids = np.empty((len(ids), TOP_K), np.int32)
         top_p = np.empty((len(ids), TOP_K), np.float16)
         for s in range(0, len(ids), 128):
-            logits = target.score(ids[s:s + 128]).numpy()
-            part = np.argpartition(-logits, TOP_K, axis=1)[:, :TOP_K]
-            vals = np.take_along_axis(logits, part, axis=1)
-            order = np.argsort(-vals, axis=1, kind="stable")
-            part, vals = np.take_along_axis(part, order, 1), np.take_along_axis(vals, order, 1)
-            m = logits.max(axis=1, keepdims=True)
-            z = np.exp(logits - m, dtype=np.float32).sum(axis=1, keepdims=True)
+            part, p = top_k_probs(target.score(ids[s:s + 128]).numpy(), TOP_K)
             top_ids[s:s + len(part)] = part
-            top_p[s:s + len(part)] = np.exp(vals - m) / z
+            top_p[s:s + len(part)] = p
         feats = target.hidden_states(0, len(ids)).astype(np.float16)
         return {"id": doc.id, "tokens": np.asarray(ids, np.int32), "feats": feats, "top_ids": top_ids, "top_p": top_p}
 
@@ -281,6 +275,18 @@ class Run:
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise _disk_error(e, final) from None
+
+
+def top_k_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k most likely ids, most likely first, and their probabilities under the full softmax. In torch
+    (2 threads, vectorized): numpy's partition and exp over 128 x 151,936 logits took 0.46 s, 14% of the
+    1.5B's feature pass (the distill docs' profile)."""
+    import torch  # distill's extra; this pass runs only inside `ryzanstein distill`
+
+    t = torch.from_numpy(logits)
+    vals, ids = torch.topk(t, k, dim=1)
+    probs = torch.exp(vals - torch.logsumexp(t, dim=1, keepdim=True))
+    return ids.numpy().astype(np.int32), probs.numpy()
 
 
 def load_shards(paths: list[Path]) -> list[dict]:
