@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -235,7 +236,7 @@ def started_server(a: argparse.Namespace, parallel: int | None = None):
         args += ["--threads", str(a.threads)]
     if a.api_key:
         args += ["--api-key", a.api_key]
-    return serve_subprocess(args, a.start_timeout)
+    return serve_subprocess(args + shlex.split(a.serve_args), a.start_timeout)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -246,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draft", default="ngram", help="with --start-server")
     p.add_argument("--threads", type=int, default=None, help="with --start-server")
     p.add_argument("--max-queue", type=int, default=16, help="with --start-server")
+    p.add_argument("--serve-args", default="", help="with --start-server: more flags for our server, e.g. "
+                   "'--prefill-chunk 64'")
     p.add_argument("--start-timeout", type=float, default=300.0)
     p.add_argument("--api-key", default=os.environ.get("RYZANSTEIN_API_KEY"))
     p.add_argument("--requests", type=int, default=200)
@@ -353,7 +356,8 @@ def level_report(results: list[dict], wall_s: float, reference: dict[int, tuple[
 
 def run_sweep(a: argparse.Namespace, levels: list[int]) -> dict:
     out = {"date": time.strftime("%Y-%m-%d"), "model": a.model, "draft": a.draft, "threads": a.threads,
-           "max_tokens": a.max_tokens, "per_client": a.per_client, "levels": levels, "servers": {}}
+           "max_tokens": a.max_tokens, "per_client": a.per_client, "levels": levels, "serve_args": a.serve_args,
+           "argv": sys.argv[1:], "servers": {}}
     runs = [("ours", a.parallel or 0)] + ([("ours", a.baseline_parallel)] if a.baseline_parallel else [])
     runs += [("llama.cpp", a.parallel or 8)] if a.llama_server else []
     for kind, parallel in runs:

@@ -129,6 +129,10 @@ def test_an_empty_api_key_is_a_startup_error(how):
     one_line_error(run("serve", *args, env=env, timeout=60), "API key is empty", "--api-key")
 
 
+def test_an_invalid_prefill_chunk_is_refused():
+    one_line_error(run("serve", "--prefill-chunk", "0", timeout=60), "invalid prefill_chunk=0", "[1, 4096]")
+
+
 @pytest.mark.parametrize("flag", [["--no-prefix-affinity"], ["--metrics-export-port", "9100"]])
 def test_a_cluster_flag_without_replicas_is_refused(flag):
     one_line_error(run("serve", *flag, timeout=60), f"{flag[0]} applies to replicas only", "--replicas N")

@@ -162,13 +162,17 @@ class Batcher:
     workers=False and drives slots itself: `claim(prompt_ids)` picks a free slot, and a generation on
     `slot.engine` runs inside `with batcher.driving(slot):`."""
 
-    def __init__(self, engine: Any, parallel: int, max_rows: int = 64, workers: bool = True) -> None:
+    def __init__(self, engine: Any, parallel: int, max_rows: int = 64, workers: bool = True,
+                 prefill_rows: int = PREFILL_MIN_ROWS) -> None:
         base = engine.target
         if not isinstance(base, NativeModel):
             raise RyzansteinError(f"continuous batching runs on the native backend; {base.info.name} is on "
                                   f"{base.info.backend}: use a GGUF model with --backend native, or --parallel 1")
         if parallel < 1:
             raise RyzansteinError(f"--parallel {parallel}: give at least 1")
+        if prefill_rows < 1:
+            raise RyzansteinError(f"--prefill-chunk {prefill_rows}: give at least 1 (prompt rows a step)")
+        self.prefill_rows = prefill_rows
         self.engine, self.parallel, self.max_rows, self.workers = engine, parallel, max(1, max_rows), workers
         self.cv = threading.Condition()
         self.running = 0  # slots computing: not parked in a forward, not idle
@@ -340,13 +344,13 @@ class Batcher:
     # ---- the scheduler ---------------------------------------------------------------------------------------
     def _take(self) -> list[tuple[_Forward, int]]:
         """This step's rows: every decoding forward whole, then prompt chunks in arrival order within max_rows
-        (at least PREFILL_MIN_ROWS of them)."""
+        (at least prefill_rows of them)."""
         step, rows = [], 0
         for r in self.pending:
             if not r.last_only:
                 step.append((r, len(r.tokens)))
                 rows += len(r.tokens)
-        budget = max(self.max_rows - rows, PREFILL_MIN_ROWS)
+        budget = max(self.max_rows - rows, self.prefill_rows)
         for r in self.pending:
             if r.last_only and budget > 0:
                 n = min(len(r.tokens) - r.done, budget)

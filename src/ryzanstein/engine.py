@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .batching import Batcher
+from .batching import PREFILL_MIN_ROWS, Batcher
 from .config import GenerationConfig, LoadConfig
 from .errors import ContextOverflow, IncompatibleDraft, ModelNotFound, RyzansteinError
 from .machine import peak_rss_bytes
@@ -274,11 +274,13 @@ class Engine:
         stats.spec_memory_overhead_bytes = self.spec_memory_overhead_bytes(cfg.k_max)
         return self.proposer, policy
 
-    def batcher(self, parallel: int, max_rows: int = 64, workers: bool = True) -> Batcher:
+    def batcher(self, parallel: int, max_rows: int = 64, workers: bool = True,
+                prefill_rows: int = PREFILL_MIN_ROWS) -> Batcher:
         """Continuous batching over this engine's weights (native backend): up to `parallel` generations share
         each target forward, each with its own cache and drafter twin, each output what it gets alone
-        (batching.py). Close it when done (or use it as a context manager)."""
-        return Batcher(self, parallel, max_rows, workers)
+        (batching.py). A step holds `max_rows` rows, the decoding ones first; a waiting prompt gets at least
+        `prefill_rows` of them. Close it when done (or use it as a context manager)."""
+        return Batcher(self, parallel, max_rows, workers, prefill_rows)
 
     def generate_batch(self, prompts: list, config: GenerationConfig | None = None, parallel: int = 8,
                        chat: bool = True, **kwargs) -> list[GenerationResult]:

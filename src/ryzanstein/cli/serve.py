@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
                         f"(default on the native backend: {DEFAULT_PARALLEL}, fewer if their caches do not fit in "
                         "memory; 1 elsewhere)")
     g.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the engine; more get 429")
+    g.add_argument("--prefill-chunk", type=int, default=16, help="with --parallel above 1: the prompt rows each "
+                   "batched step gives a waiting prompt at least, beside the decoding requests' rows: more gives a "
+                   "new request its first token sooner, fewer keeps the others' tokens flowing during a long prompt")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request, queue wait included")
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     g.add_argument("--k", type=parse_k, default=None, help="default draft length per request: an integer, or auto")
@@ -59,6 +62,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     if a.parallel is not None and a.parallel < 1:
         raise ConfigError(f"--parallel {a.parallel}: give at least 1 (requests decoded at once)")
     cfg = ServerConfig(host=a.host, port=a.port, api_key=a.api_key, max_queue=a.max_queue,
+                       prefill_chunk=a.prefill_chunk,
                        request_timeout=a.request_timeout, max_body_bytes=a.max_body_bytes, k=a.k, policy=a.policy,
                        allowed_origins=tuple(o.strip() for o in a.allowed_origins.split(",") if o.strip()),
                        webui=not a.no_webui)

@@ -61,7 +61,8 @@ def create_app(engine: Engine, config: ServerConfig, make_worker: Callable[[Metr
     `make_worker(metrics)` puts another worker in front of the engine (cluster.py: replicas elsewhere)."""
     metrics = Metrics()
     metrics.slots.set(config.parallel)
-    worker = (make_worker or (lambda m: EngineWorker(engine, m, config.max_queue, config.parallel)))(metrics)
+    worker = (make_worker or (lambda m: EngineWorker(engine, m, config.max_queue, config.parallel,
+                                                             config.prefill_chunk)))(metrics)
     served = Served(engine, config, worker, metrics, engine.target.info.name,
                     engine.proposer.name if engine.proposer is not None else "none", int(time.time()))
     app = FastAPI(title="ryzanstein", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

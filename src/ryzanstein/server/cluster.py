@@ -205,7 +205,8 @@ class EngineReplica:
         self.name = serve.get_replica_context().replica_id.unique_id
         self.metrics = Metrics()
         self.metrics.slots.set(server.parallel)
-        self.worker = EngineWorker(self.engine, self.metrics, server.max_queue, server.parallel)
+        self.worker = EngineWorker(self.engine, self.metrics, server.max_queue, server.parallel,
+                                   server.prefill_chunk)
         self.worker.start()
         self.mirror = MetricsMirror(self.metrics.registry)
 

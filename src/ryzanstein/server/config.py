@@ -20,6 +20,7 @@ class ServerConfig:
     api_key: str | None = None
     max_queue: int = 16  # requests that may wait while the slots decode; more get 429
     parallel: int = 1  # requests decoded at once (continuous batching on the native backend)
+    prefill_chunk: int = 16  # prompt rows a batched step gives a waiting prompt at least, beside decoding rows
     request_timeout: float = 300.0  # seconds, queue wait included
     max_body_bytes: int = 1 << 20
     k: int | None = None  # default draft length per request (None = the policy's choice)
@@ -30,6 +31,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         for ok, what in ((0 <= self.port <= 65535, f"invalid port={self.port}: must be in [0, 65535]"),
                          (1 <= self.parallel <= 64, f"invalid parallel={self.parallel}: must be in [1, 64]"),
+                         (1 <= self.prefill_chunk <= 4096,
+                          f"invalid prefill_chunk={self.prefill_chunk}: must be in [1, 4096] (rows)"),
                          (1 <= self.max_queue <= 10_000, f"invalid max_queue={self.max_queue}: must be in [1, 10000]"),
                          (0 < self.request_timeout <= 86_400, f"invalid request_timeout={self.request_timeout}: "
                           "must be seconds in (0, 86400]"),

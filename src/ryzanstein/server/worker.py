@@ -70,8 +70,10 @@ class Job:
 class EngineWorker:
     """The queue and the threads that own the engine (and its batch slots)."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int, parallel: int = 1) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, max_queue: int, parallel: int = 1,
+                 prefill_rows: int = 16) -> None:
         self.engine, self.metrics, self.max_queue, self.parallel = engine, metrics, max_queue, parallel
+        self.prefill_rows = prefill_rows  # with parallel > 1: the batcher's least prompt rows a step
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -101,7 +103,7 @@ class EngineWorker:
 
     def start(self) -> None:
         if self.parallel > 1:
-            self.batcher = self.engine.batcher(self.parallel, workers=False)
+            self.batcher = self.engine.batcher(self.parallel, workers=False, prefill_rows=self.prefill_rows)
             self._threads = [threading.Thread(target=self._dispatch, name="ryzanstein-dispatch", daemon=True)]
         else:
             self._threads = [threading.Thread(target=self._run, name="ryzanstein-engine", daemon=True)]
