@@ -184,6 +184,21 @@ def test_stop_strings_and_streaming(plain):
     assert full.text.startswith(res.text) and full.text[len(res.text)] == "\n"
 
 
+def test_a_halted_generation_ends_after_the_round_in_progress(plain):
+    """halt() (Ctrl-C in `ryzanstein chat`) ends a generation after the round in progress, from any thread,
+    whether or not that round showed text (a stop id generated with ignore_eos shows none)."""
+    cfg = dict(temperature=0, max_new_tokens=200, ignore_eos=True)
+    plain.target.reset()
+    gen = plain.stream("Count from 1 to 100, one number per line.", **cfg)
+    pieces = gen.pieces()
+    gen.halt()
+    list(pieces)
+    res = gen.result
+    assert res.finish_reason == "cancelled" and res.num_tokens == 1  # the prefill's token, then the halt
+    again = cold(plain, "Count from 1 to 100, one number per line.", **cfg)
+    assert again.finish_reason == "length" and again.num_tokens == 200 and again.text.startswith(res.text)
+
+
 def test_streaming_never_emits_broken_utf8(plain):
     gen = plain.stream("Write the word café, the word naïve and three emoji.", max_new_tokens=40,
                        temperature=1.0, seed=3)

@@ -86,6 +86,13 @@ class Generation:
         self.stats: GenerationStats | None = None
         # with cfg.logprobs: one entry per shown token so far (a stream's consumer reads the new ones)
         self.logprobs: list[TokenLogprob] | None = [] if cfg.logprobs is not None else None
+        self._halt = False
+
+    def halt(self) -> None:
+        """End the generation after the round in progress, from any thread (finish_reason "cancelled"). A
+        consumer that only checks between pieces may wait long: tokens that show no text (a stop id generated
+        with ignore_eos, a held-back stop string) make no piece."""
+        self._halt = True
 
     def __iter__(self) -> Iterator[str]:
         return (p.text for p in self._stream(trace=False) if p.text)
@@ -125,13 +132,15 @@ class Generation:
             piece = text.add([t for t in out if t not in stops])  # the EOS is generated, not shown
             if piece:
                 yield self._piece(piece, text, kinds, rounds)
-            if text.stopped:
+            if text.stopped or self._halt:  # halt: between two rounds, every emitted token in the caches
                 break
         piece = text.finish()
         if piece or rounds:
             yield self._piece(piece, text, kinds, rounds)
         if text.stopped:  # cut after the token that completed the stop string
             tokens, reason = tokens[:text.n_ids_at_stop], "stop"
+        elif self._halt:
+            reason = "cancelled"
         else:
             reason = "stop" if tokens and tokens[-1] in stops else "length"
         stats.num_tokens = len(tokens)

@@ -201,7 +201,7 @@ class Chat:
             return
         budget = self.max_tokens or self.engine.target.n_ctx
         gen = self.engine.stream(ids, self.cfg.replace(max_new_tokens=budget))
-        answer, stopped = self._stream(gen.pieces())
+        answer, stopped = self._stream(gen.pieces(), gen.halt)
         if gen.stats is not None:
             self.last = Turn(gen.stats, stopped)
         if answer:
@@ -209,8 +209,9 @@ class Chat:
         else:
             self.messages.pop()
 
-    def _stream(self, pieces) -> tuple[str, bool]:
-        """Print the pieces as they come (from a thread of their own); Ctrl-C stops them. (answer, stopped)."""
+    def _stream(self, pieces, halt) -> tuple[str, bool]:
+        """Print the pieces as they come (from a thread of their own); Ctrl-C stops them, after the round in
+        progress (`halt`: a stretch of tokens that show no text makes no piece to stop at). (answer, stopped)."""
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
 
@@ -246,11 +247,13 @@ class Chat:
                     self._show(item)
             except KeyboardInterrupt:
                 stop.set()
+                halt()
         while thread.is_alive():  # never two generations on one cache: the next turn waits for this one's end
             try:
                 thread.join(0.1)
             except KeyboardInterrupt:
                 stop.set()
+                halt()
         stopped = stop.is_set()
         print(f" {DIM}(stopped){RESET}" if stopped and self.colour else " (stopped)" if stopped else "", flush=True)
         if error is not None:
