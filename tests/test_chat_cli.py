@@ -110,3 +110,11 @@ def test_speculation_colours_on_a_terminal_plain_text_in_a_pipe():
     assert piped.returncode == 0, piped.stderr
     assert "\x1b[" not in piped.stdout and "alpha beta gamma" in piped.stdout
     assert re.search(r"speculation: draft ngram, policy fixed:4: .* [1-9]\d* accepted", piped.stdout), piped.stdout
+
+
+def test_control_characters_in_an_answer_do_not_reach_the_terminal():
+    """A model's text is shown, not obeyed: an escape sequence, XOFF (which stops a terminal's output until
+    XON) or a C1 control in an answer appear in caret notation; tabs and newlines stay."""
+    from ryzanstein.cli.chat import visible
+
+    assert visible("a\x13b\x1b[31mc\td\ne\x9bf\x7f") == "a^Sb^[[31mc\td\ne\\x9bf^?"

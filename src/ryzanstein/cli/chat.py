@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class Chat:
     max_tokens: int | None  # None: until the answer ends or the context is full
     system: str | None = None
     colour: bool = False
+    terminal: bool = field(default_factory=sys.stdout.isatty)  # answers shown with visible() control characters
     history: Path | None = None  # readline's history file
     messages: list[dict] = field(default_factory=list)
     last: Turn | None = None
@@ -264,9 +266,9 @@ class Chat:
 
     def _show(self, piece: Piece) -> None:
         if self.colour and piece.spans:
-            text = "".join(f"{COLOURS[k]}{t}{RESET}" if k in COLOURS else t for t, k in piece.spans)
+            text = "".join(f"{COLOURS[k]}{visible(t)}{RESET}" if k in COLOURS else visible(t) for t, k in piece.spans)
         else:
-            text = piece.text
+            text = visible(piece.text) if self.terminal else piece.text
         sys.stdout.write(text)
         sys.stdout.flush()
 
@@ -363,6 +365,16 @@ class Chat:
                 lines.append(f"K chosen: mean {sum(s.k_chosen) / len(s.k_chosen):.2f}; rounds by K: "
                              + ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
         return "\n".join(lines)
+
+
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
+
+
+def visible(text: str) -> str:
+    """Model text as a terminal may show it: control characters in caret notation (^[ for ESC, ^S for XOFF,
+    which would stop the terminal's output), C1 controls as \\x9b. A model's text must not drive the terminal."""
+    return CONTROL.sub(lambda m: "^" + chr(ord(m.group()) ^ 0x40) if m.group() < "\x80"
+                       else f"\\x{ord(m.group()):02x}", text)
 
 
 def read_message(read) -> str:
