@@ -10,7 +10,8 @@
   with --no-prefix-affinity (every request to the least loaded replica), side by side.
 - throughput: the same --throughput-requests chat requests at concurrency C, against 2 replicas x 1 thread and
   against one `ryzanstein serve` of 2 threads (and, with --ray-1x2, 1 replica x 2 threads on Ray): completion
-  tokens/s side by side, --parallel slots per replica x replicas kept equal.
+  tokens/s side by side, --parallel slots per replica x replicas kept equal, and the CPU seconds each process
+  (by name: Ray's processes, the engines, this client) used during the run.
 
 Servers run one after the other. Output: JSON on stdout and --out FILE.
 
@@ -179,17 +180,45 @@ async def affinity_run(c, a: argparse.Namespace) -> dict:
             "replicas_used_by_first_turns": len({cv["first"]["extra"].get("replica") for cv in done})}
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process's CPU seconds so far (user + system) and a name: Ray's process title (ray::EngineReplica,
+    ray::ServeController, ...) or the program's file name."""
+    tick, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        first = argv[0].decode(errors="replace") if argv and argv[0] else stat[stat.index("(") + 1:stat.rindex(")")]
+        name = first.split()[0] if first.startswith("ray::") else Path(first.split()[0]).name
+        if name.startswith("python") and len(argv) > 2:  # python -m ryzanstein.cli serve, or a script
+            name = " ".join(x.decode(errors="replace") for x in argv[1:3])
+        out[int(pid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_by_name(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds used between two snapshots, summed by process name, largest first (>= 0.05 s)."""
+    used: dict[str, float] = {}
+    for pid, (name, t) in after.items():
+        used[name] = used.get(name, 0.0) + t - (before[pid][1] if pid in before else 0.0)
+    return dict(sorted(((k, round(v, 2)) for k, v in used.items() if v >= 0.05), key=lambda kv: -kv[1]))
+
+
 async def throughput_run(url: str, a: argparse.Namespace) -> dict:
     async with client_for(url) as client:
         await chat(client, [{"role": "user", "content": "Hello"}], a)  # warm
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), cpu_seconds()
         rs = await gather_limited(a.concurrency, (chat(client, [{"role": "user", "content": prompt(i)}], a)
                                                   for i in range(a.throughput_requests)))
-        wall = time.monotonic() - t0
+        wall, cpu1 = time.monotonic() - t0, cpu_seconds()
     ok = [r for r in rs if r["status"] == 200]
     return {"requests": len(rs), "ok": len(ok), "wall_s": wall, "completion_tokens": sum(r["tokens"] for r in ok),
             "tokens_per_s": sum(r["tokens"] for r in ok) / wall, "requests_per_s": len(ok) / wall,
-            "latency_s": summary([r["wall_s"] for r in ok])}
+            "latency_s": summary([r["wall_s"] for r in ok]),
+            "cpu_s_by_process": cpu_by_name(cpu0, cpu1)}  # where the cores went (this client included)
 
 
 def parser() -> argparse.ArgumentParser:
