@@ -4,6 +4,7 @@ prefills only what is new, /set and /show, Ctrl-C stopping an answer without lea
 speculation's colours on a terminal and plain text in a pipe."""
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,9 +22,12 @@ STATS = re.compile(r"last answer( \(stopped\))?: (\d+) tokens.*\r?\nprompt: (\d+
 LIST = "alpha beta gamma delta epsilon zeta eta theta"
 
 
-def spawn(*flags: str):
+def spawn(*flags: str, sigint_ignored: bool = False):
+    """The chat on a pseudo-terminal; with sigint_ignored, started as a shell starts a background job (SIGINT
+    ignored, inherited through exec), where Ctrl-C must still stop an answer."""
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     child = pexpect.spawn(sys.executable, [*ARGS, *flags], env=ENV, encoding="utf-8", timeout=90,
-                          dimensions=(50, 220))
+                          dimensions=(50, 220), preexec_fn=pre)
     child.expect_exact(">>> ")
     return child
 
@@ -45,7 +49,7 @@ def stats(child) -> dict:
 
 
 def test_a_conversation_in_a_terminal():
-    child = spawn("--max-new-tokens", "24")
+    child = spawn("--max-new-tokens", "24", sigint_ignored=True)
     try:
         first = ask(child, "What is the capital of France? Answer in one sentence.")
         assert "Paris" in first

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import queue
 import re
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ class Chat:
     # the loop ---------------------------------------------------------------------------------------------
     def run(self) -> None:
         interactive = sys.stdin.isatty()
+        if interactive:  # Ctrl-C stops an answer even where the chat was started with SIGINT ignored (a program
+            # started in the background by a shell script, or under nohup, inherits that; Python then leaves it)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         save = self._readline() if interactive else None
         try:
             self._loop(interactive)
