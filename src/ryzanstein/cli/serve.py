@@ -30,9 +30,10 @@ def add_parser(sub) -> None:
                         f"(default on the native backend: {DEFAULT_PARALLEL}, fewer if their caches do not fit in "
                         "memory; 1 elsewhere)")
     g.add_argument("--max-queue", type=int, default=16, help="requests that may wait for the engine; more get 429")
-    g.add_argument("--prefill-chunk", type=int, default=16, help="with --parallel above 1: the prompt rows each "
-                   "batched step gives a waiting prompt at least, beside the decoding requests' rows: more gives a "
-                   "new request its first token sooner, fewer keeps the others' tokens flowing during a long prompt")
+    g.add_argument("--prefill-chunk", type=int, default=ServerConfig.prefill_chunk, help="with --parallel above "
+                   "1: the prompt rows each batched step gives a waiting prompt at least, beside the decoding "
+                   "requests' rows: more gives a new request its first token sooner, fewer keeps the others' "
+                   "tokens flowing during a long prompt")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request, queue wait included")
     g.add_argument("--max-body-bytes", type=int, default=1 << 20, help="larger request bodies get 413")
     g.add_argument("--k", type=parse_k, default=None, help="default draft length per request: an integer, or auto")

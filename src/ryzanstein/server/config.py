@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..batching import PREFILL_MIN_ROWS
 from ..config import GenerationConfig
 from ..errors import ConfigError
 
@@ -20,7 +21,7 @@ class ServerConfig:
     api_key: str | None = None
     max_queue: int = 16  # requests that may wait while the slots decode; more get 429
     parallel: int = 1  # requests decoded at once (continuous batching on the native backend)
-    prefill_chunk: int = 16  # prompt rows a batched step gives a waiting prompt at least, beside decoding rows
+    prefill_chunk: int = PREFILL_MIN_ROWS  # prompt rows a batched step gives a waiting prompt at least
     request_timeout: float = 300.0  # seconds, queue wait included
     max_body_bytes: int = 1 << 20
     k: int | None = None  # default draft length per request (None = the policy's choice)

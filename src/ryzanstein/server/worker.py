@@ -20,7 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..batching import Cancelled
+from ..batching import PREFILL_MIN_ROWS, Cancelled
 from ..config import GenerationConfig
 from ..errors import RyzansteinError
 
@@ -71,7 +71,7 @@ class EngineWorker:
     """The queue and the threads that own the engine (and its batch slots)."""
 
     def __init__(self, engine: Engine, metrics: Metrics, max_queue: int, parallel: int = 1,
-                 prefill_rows: int = 16) -> None:
+                 prefill_rows: int = PREFILL_MIN_ROWS) -> None:
         self.engine, self.metrics, self.max_queue, self.parallel = engine, metrics, max_queue, parallel
         self.prefill_rows = prefill_rows  # with parallel > 1: the batcher's least prompt rows a step
         self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
